@@ -1,0 +1,1 @@
+"""Long-running process: sources, pipeline, fusion, events, control, health (no torch)."""

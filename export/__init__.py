@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX export, parity, bundle manifest, fine-tuning, gating."""

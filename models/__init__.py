@@ -1,0 +1,1 @@
+"""PyTorch definitions of every encoder and the fusion head, with weight loading."""

@@ -38,6 +38,9 @@ def _providers(device: Device) -> list[str]:
 def create_session(path: Path | str | bytes, opts: SessionOptions | None = None) -> ort.InferenceSession:
     """Create a session for an ONNX file (or serialized bytes) and log the provider in use."""
     opts = opts or SessionOptions()
+    # onnxruntime-gpu prints two error lines when CUDA libraries are absent; in auto mode that
+    # is expected, and the provider really used is reported below instead.
+    ort.set_default_logger_severity(2 if opts.device == "cuda" else 4)
     so = ort.SessionOptions()
     so.intra_op_num_threads = opts.intra_op_threads
     so.inter_op_num_threads = opts.inter_op_threads

@@ -1,0 +1,49 @@
+"""The ONNX fusion head at run time: modality vectors + presence mask -> explained scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from perceptd.daemon.fusion.space import MODALITIES, EventSpace
+from perceptd.daemon.inference.session import SessionOptions, create_session, run
+
+
+@dataclass(frozen=True)
+class FusionResult:
+    """Per batch row b and event e: score, weights and per-modality scores over MODALITIES."""
+
+    scores: np.ndarray  # [B,E]
+    weights: np.ndarray  # [B,E,M]
+    modality_scores: np.ndarray  # [B,E,M]
+    fused: np.ndarray  # [B,E,D]
+
+
+class FusionModel:
+    def __init__(self, onnx_path, opts: SessionOptions | None = None) -> None:
+        self.session = create_session(onnx_path, opts)
+
+    def fuse(self, x: np.ndarray, mask: np.ndarray, space: EventSpace) -> FusionResult:
+        """x [B,M,D] (anything where mask is 0), mask [B,M] in MODALITIES order."""
+        if x.ndim == 2:
+            x, mask = x[None], mask[None]
+        out = run(
+            self.session,
+            {
+                "x": np.ascontiguousarray(x, np.float32),
+                "mask": np.ascontiguousarray(mask, np.float32),
+                "queries": space.queries,
+                "prompt_mask": space.prompt_mask,
+                "allowed": space.allowed,
+                "calib": space.calib,
+                "event_affine": space.affine,
+                "competes": space.competes,
+                "floor": space.floor,
+            },
+        )
+        return FusionResult(out["scores"], out["weights"], out["modality_scores"], out["fused"])
+
+
+def modality_index(name: str) -> int:
+    return MODALITIES.index(name)

@@ -1,0 +1,153 @@
+"""Build a bundle: export every target, check parity, write labels, prompts and the manifest.
+
+The bundle is assembled in a hidden temp folder and renamed into place, so a crash never
+leaves a half-written version; `current` is repointed only after the whole bundle verifies.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perceptd.daemon.bundle import MANIFEST, promote, sha256_file, verify_bundle
+from perceptd.daemon.config.events import EventConfig
+from perceptd.export.onnx_export import describe, export_onnx
+from perceptd.export.parity import ParityError, ParityResult, check_parity
+from perceptd.export.target import ExportContext, ExportTarget
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def new_version() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
+
+
+def make_context(work_dir: Path) -> ExportContext:
+    from perceptd.models.text import TorchTextEmbedder
+
+    embedder = TorchTextEmbedder()
+
+    @functools.lru_cache(maxsize=64)
+    def cached(texts: tuple[str, ...]) -> np.ndarray:
+        return embedder(list(texts))
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return cached(tuple(texts)).copy()
+
+    return ExportContext(embed_texts=embed, samples_dir=REPO_ROOT / "samples", work_dir=work_dir)
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array.astype(np.float32), allow_pickle=False)
+    path.write_bytes(buf.getvalue())
+
+
+def _write_target(t: ExportTarget, out: Path, parity: ParityResult, onnx_path: Path) -> dict:
+    entry: dict[str, Any] = {"file": onnx_path.name, **describe(onnx_path)}
+    entry["preprocessing"] = t.preprocessing
+    entry["source"] = t.source
+    entry["license"] = t.source.get("license", "unknown")
+    entry["parity"] = parity.manifest_entry()
+    entry["labels"] = None
+    if t.labels is not None:
+        entry["labels"] = f"{t.name}_labels.json"
+        (out / entry["labels"]).write_text(json.dumps(t.labels, indent=0), encoding="utf-8")
+    for fname, data in t.extra_files.items():
+        (out / fname).write_bytes(data)
+    class_emb = getattr(t.module, "class_embeddings", None)
+    if class_emb is not None:  # background set of this modality for event calibration
+        _write_npy(out / f"{t.name}_class_embeddings.npy", class_emb.detach().numpy())
+    return entry
+
+
+def _write_events(out: Path, events: list[EventConfig], ctx: ExportContext) -> None:
+    """Default event prompts and their embeddings (the daemon re-embeds edited prompts)."""
+    table = [e.model_dump(mode="json") for e in events]
+    (out / "events.json").write_text(json.dumps(table, indent=1), encoding="utf-8")
+    prompts = [p for e in events for p in e.prompts]
+    _write_npy(out / "event_prompts.npy", ctx.embed_texts(prompts) if prompts else np.zeros((0, 384)))
+
+
+def _print_parity(results: list[ParityResult], echo: Callable[[str], None]) -> None:
+    echo(f"{'model':<12} {'output':<16} {'max_abs_diff':>13} {'tolerance':>10}  ok")
+    for r in results:
+        for name, d in r.per_output.items():
+            ok = "yes" if d <= r.tolerances[name] else "NO"
+            echo(f"{r.model:<12} {name:<16} {d:>13.3g} {r.tolerances[name]:>10g}  {ok}")
+
+
+def build_bundle(
+    root: Path,
+    events: list[EventConfig],
+    *,
+    version: str | None = None,
+    head_state: dict | None = None,
+    activate: bool = True,
+    only: list[str] | None = None,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Export all targets (or `only` some, for tests) into root/<version>/ and verify it."""
+    from perceptd.export.targets import TARGET_MODULES, builder
+    from perceptd.export.targets import fusion as fusion_target
+
+    version = version or new_version()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{version}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    t0 = time.monotonic()
+    ctx = make_context(tmp)
+    models: dict[str, Any] = {}
+    results: list[ParityResult] = []
+    try:
+        for group in TARGET_MODULES:
+            if only and group not in only:
+                continue
+            if group == "fusion":
+                targets = fusion_target.targets(ctx, head_state)
+            else:
+                targets = builder(group)(ctx)
+            for t in targets:
+                onnx_path = export_onnx(t, tmp)
+                parity = check_parity(t, onnx_path)
+                results.append(parity)
+                models[t.name] = _write_target(t, tmp, parity, onnx_path)
+        _print_parity(results, echo)
+        failures = [f for r in results for f in r.failures]
+        if failures:
+            raise ParityError("parity failed: " + "; ".join(failures))
+        _write_events(tmp, events, ctx)
+        files = {
+            p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST
+        }
+        manifest = {
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "models": models,
+            "files": files,
+            "events": "events.json",
+            "event_prompts": "event_prompts.npy",
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        verify_bundle(tmp)
+        final = root / version
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if activate:
+        promote(root, version)
+    echo(f"bundle {version} written to {final} in {time.monotonic() - t0:.1f} s")
+    return final

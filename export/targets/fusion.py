@@ -1,0 +1,87 @@
+"""Export target for the fusion head (plus the text background it is calibrated against)."""
+
+from __future__ import annotations
+
+import io
+from importlib import metadata
+
+import numpy as np
+import torch
+
+from perceptd.export.background import BACKGROUND_SENTENCES
+from perceptd.export.target import FEATURE_TOL, PROB_TOL, ExportContext, ExportTarget
+from perceptd.models.fusion_head import DIM, MODALITIES, FusionHead, load_fusion_head
+
+FACE_ANCHOR_TEXT = "a person's face"
+INPUTS = [
+    "x", "mask", "queries", "prompt_mask", "allowed", "calib", "event_affine", "competes", "floor"
+]
+OUTPUTS = ["scores", "weights", "modality_scores", "fused"]
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a.astype(np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _parity_inputs(ctx: ExportContext) -> list[tuple[np.ndarray, ...]]:
+    """Real sentence embeddings as modality vectors and real prompts as queries."""
+    prompts = [["turn on the lights", "switch the lamp on"], ["play some music", "play a song"],
+               ["a cat", "a kitten is here"]]
+    q = np.stack([ctx.embed_texts(p) for p in prompts])  # [E,2,D]
+    x_text = ctx.embed_texts(["please switch on the light", "what a lovely song", "the cat sleeps",
+                              "good morning"])
+    m = len(MODALITIES)
+    x = np.stack([x_text, x_text[::-1]])  # [2,M,D]
+    mask = np.array([[1, 0, 1, 1], [0, 1, 0, 1]], np.float32)
+    pm = np.array([[1, 1], [1, 1], [1, 0]], np.float32)
+    allowed = np.ones((3, m), np.float32)
+    allowed[2, 3] = 0
+    calib = np.stack([np.full((3, m), 0.1), np.full((3, m), 0.08)], -1).astype(np.float32)
+    aff = np.array([[1, 0], [1.2, 0.3], [0.9, -0.2]], np.float32)
+    competes = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], np.float32)
+    floor = np.array([0.7, 0.7, -1.0], np.float32)
+    return [(x.astype(np.float32), mask, q.astype(np.float32), pm, allowed, calib, aff, competes,
+             floor)]
+
+
+def targets(ctx: ExportContext, head_state: dict | None = None) -> list[ExportTarget]:
+    head: FusionHead = load_fusion_head(head_state)
+    parity = _parity_inputs(ctx)
+    example = tuple(torch.from_numpy(a) for a in parity[0])
+    background = ctx.embed_texts(BACKGROUND_SENTENCES)
+    anchor = ctx.embed_texts([FACE_ANCHOR_TEXT])[0]
+    return [
+        ExportTarget(
+            name="fusion",
+            module=head,
+            example_inputs=example,
+            input_names=INPUTS,
+            output_names=OUTPUTS,
+            dynamic_axes={
+                "x": {0: "batch"}, "mask": {0: "batch"},
+                "queries": {0: "events", 1: "prompts"}, "prompt_mask": {0: "events", 1: "prompts"},
+                "allowed": {0: "events"}, "calib": {0: "events"}, "event_affine": {0: "events"},
+                "competes": {0: "events", 1: "events2"}, "floor": {0: "events"},
+                "scores": {0: "batch", 1: "events"}, "weights": {0: "batch", 1: "events"},
+                "modality_scores": {0: "batch", 1: "events"}, "fused": {0: "batch", 1: "events"},
+            },
+            parity_inputs=parity,
+            tolerances={"scores": PROB_TOL, "weights": PROB_TOL, "modality_scores": PROB_TOL,
+                        "fused": FEATURE_TOL},
+            preprocessing={
+                "modalities": list(MODALITIES),
+                "dim": DIM,
+                "background": {"text": "background_text.npy",
+                               "vision": "vision_class_embeddings.npy",
+                               "audio": "audio_class_embeddings.npy"},
+                "face_anchor": "face_anchor.npy",
+                "face_anchor_text": FACE_ANCHOR_TEXT,
+                "min_sigma": 0.02,
+            },
+            source={"package": "perceptd", "version": metadata.version("perceptd"),
+                    "license": "Apache-2.0", "notes": "fusion head defined in models/fusion_head.py"},
+            extra_files={"background_text.npy": _npy(background), "face_anchor.npy": _npy(anchor)},
+        )
+    ]

@@ -1,0 +1,3 @@
+from perceptd.cli import main
+
+raise SystemExit(main())

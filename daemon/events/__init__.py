@@ -1,0 +1,1 @@
+"""Event decoding: scores over time -> start / update / end phases."""

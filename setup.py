@@ -12,6 +12,7 @@ ROOTS = {
     "perceptd.daemon": "daemon",
     "perceptd.models": "models",
     "perceptd.export": "export",
+    "perceptd.bench": "bench",
 }
 
 packages = []

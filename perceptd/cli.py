@@ -62,6 +62,80 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from perceptd.daemon.main import run_main
+
+    return run_main(args)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from perceptd.daemon.control.client import send_request
+
+    reply = send_request(_control_endpoint(args), {"type": "command", "text": args.text},
+                         timeout_s=args.timeout)
+    print(json.dumps(reply) if args.json else ("ok" if reply.get("ok") else reply.get("error")))
+    return 0 if reply.get("ok") else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from perceptd.daemon.control.client import send_request
+
+    reply = send_request(_control_endpoint(args), {"type": "status"}, timeout_s=args.timeout)
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    else:
+        _print_status(reply)
+    return 0 if reply.get("ok") else 1
+
+
+def _print_status(r: dict) -> None:
+    print(f"state {r.get('state')}  model {r.get('model_version')}  uptime {r.get('uptime_s')} s  "
+          f"run {r.get('run_id')}")
+    for name, s in (r.get("sources") or {}).items():
+        print(f"  source {name:<12} {s['state']:<13} captured {s['captured']}  "
+              f"reconnects {s['reconnects']}  {s.get('last_error') or ''}")
+    for name, q in (r.get("queues") or {}).items():
+        print(f"  queue  {name:<12} depth {q['depth']}/{q['maxsize']}  dropped {q['dropped']}  "
+              f"({q['policy']})")
+    for name, s in (r.get("stages") or {}).items():
+        print(f"  stage  {name:<12} items {s['items']}  errors {s['errors']}")
+    print(f"  providers {r.get('providers')}")
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from perceptd.daemon.control.client import format_message, subscribe
+
+    for _topic, msg in subscribe(_events_endpoint(args), args.topics or ()):
+        print(json.dumps(msg) if args.json else format_message(msg), flush=True)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from perceptd.daemon.demo import demo_main
+
+    return demo_main(args)
+
+
+def _connect_uri(bind_uri: str) -> str:
+    return bind_uri.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")
+
+
+def _control_endpoint(args: argparse.Namespace) -> str:
+    if args.endpoint:
+        return args.endpoint
+    from perceptd.daemon.config import load_config
+
+    return _connect_uri(load_config(_config_path(args)).control.endpoint)
+
+
+def _events_endpoint(args: argparse.Namespace) -> str:
+    if args.endpoint:
+        return args.endpoint
+    from perceptd.daemon.config import load_config
+
+    return _connect_uri(load_config(_config_path(args)).publish.endpoint)
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (YAML)")
 
@@ -71,6 +145,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"perceptd {__version__}")
     parser.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the daemon, in the foreground")
+    _add_config(p)
+    p.add_argument("--camera", action="append", default=[], metavar="URI",
+                   help="device, file or stream URL (repeatable); replaces the config's sources")
+    p.add_argument("--audio-file", metavar="WAV", help="replay a WAV in real time")
+    p.add_argument("--mic", metavar="DEV", help="microphone name or index ('' = default)")
+    p.add_argument("--loop", action="store_true", help="loop --camera files and --audio-file")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the daemon on bundled sample media, with a live view")
+    _add_config(p)
+    p.add_argument("--forever", action="store_true", help="run until Ctrl-C")
+    p.add_argument("--seconds", type=float, default=30.0, help="demo length")
+    p.set_defaults(func=cmd_demo)
+
+    for name, fn, hlp in (("send", cmd_send, "a text command to the running daemon"),
+                          ("status", cmd_status, "health of the running daemon")):
+        p = sub.add_parser(name, help=hlp)
+        _add_config(p)
+        if name == "send":
+            p.add_argument("text", help="the command, e.g. 'turn on the lights'")
+        p.add_argument("--endpoint", help="control endpoint (default: from the config)")
+        p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
+        p.add_argument("--json", action="store_true", help="print the raw JSON reply")
+        p.set_defaults(func=fn)
+
+    p = sub.add_parser("tail", help="subscribe and print events")
+    _add_config(p)
+    p.add_argument("topics", nargs="*", help="topic prefixes (event., vision, audio, ...)")
+    p.add_argument("--endpoint", help="events endpoint (default: from the config)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("check-config", help="validate a config file")
     _add_config(p)
@@ -85,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("probe", help="one shot through the bundle (image, audio, text)")
     _add_config(p)
-    p.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    p.add_argument("--image", help="image file (JPEG, PNG, ...)")
     p.add_argument("--audio", help="WAV file")
     p.add_argument("--text", help="a text command or sentence")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -105,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _known_errors() -> tuple[type[BaseException], ...]:
     from perceptd.daemon.bundle import BundleError
     from perceptd.daemon.config import ConfigError
+    from perceptd.daemon.control.client import ControlError
 
-    return (UserError, BundleError, ConfigError)
+    return (UserError, BundleError, ConfigError, ControlError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,9 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from perceptd.daemon.config.events import EventConfig, check_unique_names
+from perceptd.daemon.control.server import ControlConfig
+from perceptd.daemon.pipeline.audio_stage import AudioStageConfig
+from perceptd.daemon.pipeline.vision_stage import VisionStageConfig
+from perceptd.daemon.publish.zmq_pub import PublisherConfig
+from perceptd.daemon.sources.camera import CameraConfig
+from perceptd.daemon.sources.microphone import MicrophoneConfig
+from perceptd.daemon.sources.wavfile import WavFileConfig
 
 
 class _Section(BaseModel):
@@ -34,19 +41,86 @@ class FusionConfig(_Section):
     tick_ms: int = Field(100, ge=10, le=5000, description="fusion evaluation period")
 
 
+class SourcesConfig(_Section):
+    """Capture sources; `perceptd run --camera/--audio-file/--mic` replace these."""
+
+    cameras: list[CameraConfig] = Field(default_factory=list, description="any number of cameras")
+    microphone: MicrophoneConfig | None = Field(None, description="live microphone (or none)")
+    audio_files: list[WavFileConfig] = Field(
+        default_factory=list, description="sound files replayed in real time"
+    )
+
+
+QueuePolicy = Literal["auto", "drop_oldest", "block"]
+
+
+class QueueConfig(_Section):
+    """A bounded stage queue; auto: drop_oldest for live sources, block for replay files."""
+
+    size: int = Field(8, ge=1, le=100_000, description="items held before the policy applies")
+    policy: QueuePolicy = Field("auto", description="auto | drop_oldest | block")
+
+
+class PipelineConfig(_Section):
+    """The queues between stages (every drop is counted per queue)."""
+
+    frames: QueueConfig = Field(default_factory=lambda: QueueConfig(size=8))
+    prepared: QueueConfig = Field(default_factory=lambda: QueueConfig(size=16))
+    audio: QueueConfig = Field(default_factory=lambda: QueueConfig(size=64))
+    commands: QueueConfig = Field(default_factory=lambda: QueueConfig(size=32, policy="drop_oldest"))
+    fusion: QueueConfig = Field(default_factory=lambda: QueueConfig(size=256, policy="block"))
+    publish: QueueConfig = Field(default_factory=lambda: QueueConfig(size=1024, policy="block"))
+
+
+class HealthConfig(_Section):
+    """Health messages on the `health` topic."""
+
+    interval_s: float = Field(5.0, gt=0, le=3600, description="period of health messages")
+    stall_after_s: float = Field(
+        5.0, gt=0, le=3600, description="a stage silent this long while fed counts as stalled"
+    )
+
+
 class Config(_Section):
     """perceptd configuration (config.yaml)."""
 
     bundle: BundleConfig = Field(default_factory=BundleConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    vision: VisionStageConfig = Field(default_factory=VisionStageConfig)
+    audio: AudioStageConfig = Field(default_factory=AudioStageConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    publish: PublisherConfig = Field(default_factory=PublisherConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     events: list[EventConfig] = Field(default_factory=list, description="the event vocabulary")
 
     _check_events = field_validator("events")(classmethod(lambda cls, v: check_unique_names(v)))
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        check_source_ids(self.sources)
+        return self
 
     def resolved(self, base: Path) -> Config:
         """Relative paths are relative to the config file, not to wherever the daemon started."""
         data = self.model_copy(deep=True)
         if not data.bundle.dir.is_absolute():
             data.bundle.dir = (base / data.bundle.dir).resolve()
+        for f in data.sources.audio_files:
+            if not f.path.is_absolute():
+                f.path = (base / f.path).resolve()
+        for cam in data.sources.cameras:
+            if "://" not in cam.uri and not cam.uri.isdigit() and not cam.uri.startswith("/"):
+                cam.uri = str((base / cam.uri).resolve())
         return data
+
+
+def check_source_ids(sources: SourcesConfig) -> None:
+    ids = [c.id for c in sources.cameras] + [f.id for f in sources.audio_files]
+    if sources.microphone is not None:
+        ids.append(sources.microphone.id)
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"duplicate source id(s) {dup}: every source needs its own id")

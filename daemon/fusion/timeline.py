@@ -1,0 +1,89 @@
+"""The shared timeline: the newest output of every (modality, source), stamped at capture.
+
+Fusion asks it for rows: one per camera (its vision and face outputs) joined with the newest
+audio and text outputs, each present only while it is inside the event's fusion window.
+Stale outputs are absent (mask 0), never zero vectors that the head would read as evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from perceptd.daemon.fusion.space import MODALITIES
+
+_PER_CAMERA = ("vision", "face")
+
+
+@dataclass(frozen=True)
+class ModalityOutput:
+    """One encoder result on the timeline (what stages hand to fusion)."""
+
+    modality: str  # one of MODALITIES
+    source: str
+    t_capture_ns: int
+    vector: np.ndarray  # [D], L2-normalised, in the shared space
+    top: tuple[tuple[str, float], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Row:
+    """The inputs of one fusion evaluation, plus what explains them."""
+
+    camera: str | None
+    x: np.ndarray  # [M,D]
+    mask: np.ndarray  # [M]
+    outputs: tuple[ModalityOutput | None, ...]  # per modality, the output used (or None)
+
+
+class Timeline:
+    def __init__(self, dim: int = 384) -> None:
+        self.dim = dim
+        self._latest: dict[tuple[str, str], ModalityOutput] = {}
+
+    def update(self, out: ModalityOutput) -> None:
+        key = (out.modality, out.source)
+        cur = self._latest.get(key)
+        if cur is None or out.t_capture_ns >= cur.t_capture_ns:
+            self._latest[key] = out
+
+    def forget(self, modality: str, source: str) -> None:
+        """A negative observation (e.g. a frame with no face) ends that source's output."""
+        self._latest.pop((modality, source), None)
+
+    def cameras(self) -> list[str]:
+        return sorted({s for (m, s) in self._latest if m in _PER_CAMERA})
+
+    def _newest(self, modality: str, camera: str | None) -> ModalityOutput | None:
+        best = None
+        for (m, s), out in self._latest.items():
+            if m != modality or (modality in _PER_CAMERA and s != camera):
+                continue
+            if best is None or out.t_capture_ns > best.t_capture_ns:
+                best = out
+        return best
+
+    def rows(self, now_ns: int, window_ns: int) -> list[Row]:
+        """One row per camera seen (or a single camera-less row), outputs inside the window."""
+        rows = []
+        for cam in self.cameras() or [None]:
+            x = np.zeros((len(MODALITIES), self.dim), np.float32)
+            mask = np.zeros(len(MODALITIES), np.float32)
+            used: list[ModalityOutput | None] = []
+            for i, m in enumerate(MODALITIES):
+                out = self._newest(m, cam)
+                if out is not None and now_ns - out.t_capture_ns <= window_ns:
+                    x[i], mask[i] = out.vector, 1.0
+                    used.append(out)
+                else:
+                    used.append(None)
+            rows.append(Row(cam, x, mask, tuple(used)))
+        return rows
+
+    def prune(self, now_ns: int, max_window_ns: int) -> None:
+        """Drop what no window can reach any more (bounded memory over months)."""
+        for key in [k for k, o in self._latest.items() if now_ns - o.t_capture_ns > max_window_ns]:
+            del self._latest[key]

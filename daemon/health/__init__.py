@@ -1,0 +1,1 @@
+"""Lifecycle state, health messages, metrics."""

@@ -1,0 +1,83 @@
+"""`perceptd run`: the daemon in the foreground (systemd Type=notify aware)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from perceptd.daemon.config import Config, load_config
+from perceptd.daemon.sources.camera import CameraConfig
+from perceptd.daemon.sources.microphone import MicrophoneConfig
+from perceptd.daemon.sources.wavfile import WavFileConfig
+
+log = logging.getLogger(__name__)
+
+
+def apply_overrides(cfg: Config, cameras: list[str], audio_file: str | None,
+                    mic: str | None, loop: bool = False) -> Config:
+    """--camera/--audio-file/--mic replace the config's sources (the rest stays)."""
+    if not (cameras or audio_file or mic):
+        return cfg
+    cams = [CameraConfig(id=f"camera{i}", uri=_abs_uri(u), loop=loop) for i, u in enumerate(cameras)]
+    files = [WavFileConfig(id="wav0", path=Path(audio_file).resolve(), loop=loop)] if audio_file else []
+    mic_cfg = None
+    if mic is not None:
+        mic_cfg = MicrophoneConfig(id="mic0", device=int(mic) if mic.isdigit() else (mic or None))
+    sources = cfg.sources.model_copy(update={"cameras": cams, "audio_files": files,
+                                             "microphone": mic_cfg})
+    return cfg.model_copy(update={"sources": sources})
+
+
+def _abs_uri(uri: str) -> str:
+    if "://" in uri or uri.isdigit() or uri.startswith("/dev/"):
+        return uri
+    return str(Path(uri).resolve())
+
+
+def setup_logging(debug: bool) -> None:
+    """One line per event to stderr (journald adds time and unit)."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr, force=True,
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+    )
+
+
+def run_main(args: argparse.Namespace) -> int:
+    from perceptd.daemon.app import Daemon
+    from perceptd.daemon.health.sdnotify import Notifier
+
+    setup_logging(args.debug)
+    cfg = apply_overrides(load_config(args.config), args.camera, args.audio_file, args.mic,
+                          getattr(args, "loop", False))
+    notifier = Notifier()
+    daemon = Daemon(cfg, notify=notifier)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame) -> None:
+        log.info("event=signal signal=%s", signal.Signals(signum).name)
+        stop.set()
+
+    def on_hup(_signum: int, _frame) -> None:
+        threading.Thread(target=_reload, args=(daemon,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
+    daemon.start()
+    while not stop.wait(0.5):
+        pass
+    daemon.stop(timeout_s=4.5)
+    return 0
+
+
+def _reload(daemon) -> None:
+    from perceptd.daemon.control.server import RequestRejected
+
+    try:
+        log.info("event=reload_requested via=SIGHUP result=%s", daemon._handle_reload(None))
+    except RequestRejected as exc:
+        log.error("event=reload_refused via=SIGHUP error=%s", exc)

@@ -1,0 +1,171 @@
+"""Audio: 32 ms chunks -> Silero VAD (speech segments) and YAMNet patches (sound tags).
+
+Per source it keeps the VAD state, the segmenter, the patch streamer and a short ring of
+recent audio (for speech segments handed to speech recognition).  Sample positions are
+mapped back to the monotonic clock through each chunk's capture stamp.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from perceptd.daemon.fusion.timeline import ModalityOutput
+from perceptd.daemon.inference.audio_frontend import MelParams, PatchStreamer
+from perceptd.daemon.inference.vad import SpeechSegmenter, VadStreamState
+from perceptd.daemon.messages import AudioMessage, Outbound, SpeechMessage
+from perceptd.daemon.pipeline.queues import BoundedQueue
+from perceptd.daemon.pipeline.worker import Worker
+from perceptd.daemon.sources.base import AudioChunk
+
+log = logging.getLogger(__name__)
+SR = 16_000
+
+
+class AudioStageConfig(BaseModel):
+    """Speech segmentation and sound tagging of the audio path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vad_threshold: float = Field(0.5, gt=0, lt=1, description="speech starts at this probability")
+    vad_neg_threshold: float = Field(0.35, gt=0, lt=1, description="speech may end below this")
+    min_speech_ms: int = Field(250, ge=0, le=10_000, description="shorter segments are dropped")
+    hangover_ms: int = Field(
+        300, ge=0, le=10_000, description="silence that closes a segment (end-of-speech delay)"
+    )
+    speech_pad_ms: int = Field(30, ge=0, le=1000, description="padding around segments")
+    max_segment_s: float = Field(15.0, gt=0, le=120, description="audio kept per open segment")
+    top_k: int = Field(5, ge=1, le=20, description="labels published per audio window")
+
+
+@dataclass
+class _Stream:
+    vad: VadStreamState
+    segmenter: SpeechSegmenter
+    patches: PatchStreamer
+    samples: int = 0  # samples seen on this stream
+    t_last_ns: int = 0  # capture time of the newest sample
+    probs: deque = field(default_factory=lambda: deque(maxlen=64))  # recent VAD probs
+    ring: deque = field(default_factory=deque)  # (first_sample, pcm) chunks
+    ring_samples: int = 0
+
+
+@dataclass(frozen=True)
+class SpeechSegmentAudio:
+    """A closed speech segment with its audio (input of speech recognition)."""
+
+    source: str
+    start_ns: int
+    end_ns: int
+    pcm: np.ndarray  # float32 16 kHz
+
+
+class AudioStage(Worker[AudioChunk]):
+    name = "audio"
+
+    def __init__(self, inbox: BoundedQueue[AudioChunk], fusion: BoundedQueue[ModalityOutput],
+                 publish: BoundedQueue[Outbound], models: Callable[[], object],
+                 cfg: AudioStageConfig,
+                 on_segment: Callable[[SpeechSegmentAudio], None] | None = None) -> None:
+        super().__init__(inbox)
+        self.batch = 16
+        self.batch_wait_s = 0.0
+        self.fusion = fusion
+        self.publish = publish
+        self.models = models
+        self.cfg = cfg
+        self.on_segment = on_segment
+        self.streams: dict[str, _Stream] = {}
+        self.segments = 0
+        self.windows = 0
+
+    def _stream(self, source: str) -> _Stream:
+        s = self.streams.get(source)
+        if s is None:
+            m = self.models()
+            seg = SpeechSegmenter(
+                threshold=self.cfg.vad_threshold, neg_threshold=self.cfg.vad_neg_threshold,
+                min_speech_ms=self.cfg.min_speech_ms, min_silence_ms=self.cfg.hangover_ms,
+                speech_pad_ms=self.cfg.speech_pad_ms, chunk_samples=m.vad.chunk_samples,
+                sample_rate=SR,
+            )
+            params = MelParams.from_preprocessing(m.bundle.preprocessing("audio"))
+            s = _Stream(m.vad.new_state(), seg, PatchStreamer(params))
+            self.streams[source] = s
+        return s
+
+    def _ns_at(self, s: _Stream, sample: int) -> int:
+        """Monotonic time of a sample index, from the newest chunk's stamp."""
+        return s.t_last_ns - int((s.samples - sample) * 1e9 / SR)
+
+    def process(self, items: list[AudioChunk]) -> None:
+        m = self.models()
+        by_source: dict[str, list[AudioChunk]] = {}
+        for c in items:
+            by_source.setdefault(c.source_id, []).append(c)
+        for source, chunks in by_source.items():
+            self._process_source(m, source, chunks)
+
+    def _process_source(self, m, source: str, chunks: list[AudioChunk]) -> None:
+        s = self._stream(source)
+        for c in chunks:
+            prob = float(m.vad.step(c.pcm[None, :], [s.vad])[0])
+            s.probs.append(prob)
+            first = s.samples
+            s.samples += c.pcm.size
+            s.t_last_ns = c.t_capture_ns
+            self._remember(s, first, c.pcm)
+            seg = s.segmenter.push(prob)
+            if seg is not None:
+                self._segment(source, s, seg.start_sample, seg.end_sample)
+            pats, starts = s.patches.push(c.pcm)
+            if len(pats):
+                self._tag(m, source, s, pats, starts)
+
+    def _remember(self, s: _Stream, first: int, pcm: np.ndarray) -> None:
+        s.ring.append((first, pcm))
+        s.ring_samples += pcm.size
+        limit = int(self.cfg.max_segment_s * SR) + SR
+        while s.ring_samples > limit:
+            _, old = s.ring.popleft()
+            s.ring_samples -= old.size
+
+    def _segment(self, source: str, s: _Stream, start: int, end: int) -> None:
+        self.segments += 1
+        start_ns, end_ns = self._ns_at(s, start), self._ns_at(s, end)
+        self.publish.put(Outbound(SpeechMessage(source=source, start_ns=start_ns, end_ns=end_ns),
+                                  end_ns))
+        if self.on_segment is not None:
+            pcm = np.concatenate([p for _, p in s.ring]) if s.ring else np.zeros(0, np.float32)
+            first = s.ring[0][0] if s.ring else 0
+            clip = pcm[max(0, start - first): max(0, end - first)]
+            self.on_segment(SpeechSegmentAudio(source, start_ns, end_ns, clip))
+
+    def _tag(self, m, source: str, s: _Stream, pats: np.ndarray, starts: np.ndarray) -> None:
+        out = m.audio.infer(pats)
+        span = s.patches.patch_span_samples
+        tops = m.audio.top_k(out.scores, self.cfg.top_k)
+        recent = list(s.probs)[-31:]  # ~1 s of VAD probabilities
+        speech_prob = float(max(recent)) if recent else 0.0
+        for i, start in enumerate(starts):
+            w0, w1 = self._ns_at(s, int(start)), self._ns_at(s, int(start) + span)
+            top = tuple(tops[i])
+            self.windows += 1
+            self.fusion.put(ModalityOutput("audio", source, w1, out.embed[i], top,
+                                           {"speech_prob": speech_prob}))
+            self.publish.put(Outbound(AudioMessage(source=source, top=top, speech_prob=speech_prob,
+                                                   window_start_ns=w0, window_end_ns=w1), w1))
+
+    def finish(self) -> None:
+        for source, s in self.streams.items():
+            seg = s.segmenter.flush(total_samples=s.samples)
+            if seg is not None:
+                self._segment(source, s, seg.start_sample, seg.end_sample)
+
+    def stats(self) -> dict:
+        return {**super().stats(), "segments": self.segments, "windows": self.windows}

@@ -1,0 +1,183 @@
+"""Fusion stage: encoder outputs -> timeline -> ONNX fusion head -> hysteresis -> events.
+
+It evaluates as soon as new outputs arrive (latency) and at least every tick (so events end
+when their inputs go stale).  Each fused event carries its explanation: per present modality
+the attention weight, that modality's own score and its top labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.decoder import EventDecoder, Transition
+from perceptd.daemon.fusion.head import FusionResult
+from perceptd.daemon.fusion.space import MODALITIES
+from perceptd.daemon.fusion.timeline import ModalityOutput, Row, Timeline
+from perceptd.daemon.messages import CommandMessage, EventMessage, ModalityScore, Outbound
+from perceptd.daemon.pipeline.queues import BoundedQueue
+
+log = logging.getLogger(__name__)
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Explanation:
+    modalities: dict[str, ModalityScore]
+    t_capture_ns: int
+
+
+@dataclass
+class FusionStats:
+    evaluations: int = 0
+    events_published: int = 0
+    commands_accepted: int = 0
+    commands_rejected: int = 0
+    last_eval_ms: float = 0.0
+
+
+class FusionStage:
+    """Owns the timeline and the decoders; the only writer of fused events."""
+
+    def __init__(
+        self,
+        inbox: BoundedQueue[ModalityOutput],
+        publish: BoundedQueue[Outbound],
+        models: Callable[[], object],
+        events: list[EventConfig],
+        tick_ms: int = 100,
+        on_event: Callable[[Transition, Explanation, FusionResult | None], str | None] | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.inbox = inbox
+        self.publish = publish
+        self.models = models
+        self.events = list(events)
+        self.tick_s = tick_ms / 1000
+        self.on_event = on_event  # sample logging hook: returns a sample id or None
+        self.clock = clock
+        self.timeline = Timeline()
+        self.decoders = {e.name: EventDecoder(e) for e in self.events}
+        self._last: dict[str, Explanation] = {}
+        self._windows = sorted({int(e.window_s * NS) for e in self.events})
+        self.stats = FusionStats()
+        self._thread: threading.Thread | None = None
+        self.heartbeat_ns = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fusion", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        last_eval = 0.0
+        while True:
+            item = self.inbox.get(timeout=self.tick_s)
+            self.heartbeat_ns = self.clock()
+            if item is None and self.inbox.closed:
+                break
+            commands: list[ModalityOutput] = []
+            while item is not None:
+                self.timeline.update(item)
+                if item.modality == "text":
+                    commands.append(item)
+                item = self.inbox.get(timeout=0)
+            now = time.monotonic()
+            if commands or now - last_eval >= self.tick_s or self.inbox.depth == 0:
+                try:
+                    self.evaluate(commands)
+                except Exception:  # a bad evaluation must not kill fusion for months
+                    log.exception("event=fusion_error")
+                last_eval = now
+        self.close_all()
+
+    # ----------------------------------------------------------------- evaluation
+
+    def evaluate(self, commands: list[ModalityOutput] | None = None) -> None:
+        t0 = time.perf_counter()
+        models = self.models()
+        now = self.clock()
+        per_window: dict[int, tuple[list[Row], FusionResult]] = {}
+        for w in self._windows:
+            rows = self.timeline.rows(now, w)
+            x = np.stack([r.x for r in rows])
+            mask = np.stack([r.mask for r in rows])
+            per_window[w] = (rows, models.fusion.fuse(x, mask, models.space))
+        names = models.space.names
+        best: dict[str, tuple[float, Explanation]] = {}
+        for e in self.events:
+            rows, res = per_window[int(e.window_s * NS)]
+            i = names.index(e.name)
+            r = int(np.argmax(res.scores[:, i]))
+            score = float(res.scores[r, i])
+            best[e.name] = (score, self._explain(rows[r], res, r, i))
+            tr = self.decoders[e.name].step(score, now)
+            if tr is not None:
+                self._emit(tr, best[e.name][1], res)
+        if commands:
+            self._command_verdicts(commands, best)
+        self.timeline.prune(now, max(self._windows))
+        self.stats.evaluations += 1
+        self.stats.last_eval_ms = (time.perf_counter() - t0) * 1e3
+
+    def _explain(self, row: Row, res: FusionResult, r: int, i: int) -> Explanation:
+        mods: dict[str, ModalityScore] = {}
+        t_cap = 0
+        for m, name in enumerate(MODALITIES):
+            w = float(res.weights[r, i, m])
+            out = row.outputs[m]
+            if out is None or w <= 0.0:
+                continue
+            mods[name] = ModalityScore(
+                weight=w, score=float(res.modality_scores[r, i, m]), top=tuple(out.top[:3])
+            )
+            t_cap = max(t_cap, out.t_capture_ns)
+        return Explanation(mods, t_cap)
+
+    def _emit(self, tr: Transition, expl: Explanation, res: FusionResult | None) -> None:
+        if tr.phase == "end" or not expl.modalities:
+            expl = self._last.get(tr.event, expl)  # an end explains what it ended
+        else:
+            self._last[tr.event] = expl
+        sample_id = self.on_event(tr, expl, res) if self.on_event else None
+        msg = EventMessage(
+            event=tr.event, phase=tr.phase, score=tr.score, modalities=expl.modalities,
+            sample_id=sample_id,
+        )
+        t_cap = expl.t_capture_ns or tr.t_ns
+        self.publish.put(Outbound(msg, t_cap))
+        self.stats.events_published += 1
+
+    def _command_verdicts(self, commands: list[ModalityOutput],
+                          best: dict[str, tuple[float, Explanation]]) -> None:
+        """Publish on `command` which event each command became (or that none did)."""
+        cmd_events = [e for e in self.events if e.kind == "command" and "text" in e.modalities]
+        winner = max(cmd_events, key=lambda e: best[e.name][0], default=None)
+        for c in commands:
+            ok = winner is not None and best[winner.name][0] >= winner.threshold_on
+            self.stats.commands_accepted += ok
+            self.stats.commands_rejected += not ok
+            msg = CommandMessage(
+                text=str(c.extra.get("text", "")), source=c.extra.get("origin", "control"),
+                accepted=ok, event=winner.name if ok else None,
+            )
+            self.publish.put(Outbound(msg, c.t_capture_ns))
+
+    def close_all(self) -> None:
+        """At shutdown every open event gets its end phase."""
+        now = self.clock()
+        for name, dec in self.decoders.items():
+            tr = dec.end(0.0, now)
+            if tr is not None:
+                self._emit(tr, self._last.get(name, Explanation({}, now)), None)

@@ -1,0 +1,204 @@
+"""Bounded queues between pipeline stages, each with a declared overflow policy.
+
+Every stage boundary is one of these so that a slow consumer can never grow memory or
+stall a live source: live sources use ``drop_oldest`` (the freshest data wins), replay uses
+``block`` (back-pressure, nothing lost). Every refused or evicted item is counted, by reason.
+
+Accounting invariant (checked by the tests): at any quiet moment
+``put_total == get_total + depth + sum(dropped_total.values())``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+
+T = TypeVar("T")
+
+Policy = Literal["drop_oldest", "drop_newest", "block"]
+DropReason = Literal["overflow", "closed"]
+_POLICIES: tuple[str, ...] = ("drop_oldest", "drop_newest", "block")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A consistent snapshot for metrics and /healthz."""
+
+    name: str
+    policy: str
+    maxsize: int
+    depth: int
+    put_total: int
+    get_total: int
+    dropped_total: dict[str, int]
+    closed: bool
+
+
+def _wait_s(timeout: float | None) -> float | None:
+    """Condition.wait rejects inf; None means 'no deadline'."""
+    if timeout is None or math.isinf(timeout):
+        return None
+    return max(0.0, timeout)
+
+
+class BoundedQueue(Generic[T]):
+    """A thread-safe FIFO of at most ``maxsize`` items with an overflow policy.
+
+    ``put`` counts every offer in ``put_total``; an offer that is refused or an item that is
+    evicted is counted in ``dropped_total[reason]`` ("overflow": the queue was full,
+    including a ``block`` put that timed out; "closed": offered after ``close()``).
+    ``None`` cannot be queued: it is the "nothing" answer of ``get``.
+    """
+
+    def __init__(self, name: str, maxsize: int, policy: Policy) -> None:
+        if maxsize < 1:
+            raise ValueError(f"queue {name!r}: maxsize must be >= 1, got {maxsize}")
+        if policy not in _POLICIES:
+            raise ValueError(f"queue {name!r}: policy must be one of {_POLICIES}, got {policy!r}")
+        self.name = name
+        self.maxsize = maxsize
+        self.policy: Policy = policy
+        self._items: deque[tuple[float, T]] = deque()  # (monotonic enqueue time, item)
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._closed = False
+        self.put_total = 0
+        self.get_total = 0
+        self.dropped_total: dict[str, int] = {"overflow": 0, "closed": 0}
+
+    # -- producer side -------------------------------------------------------------------
+    def put(self, item: T, timeout: float | None = None) -> bool:
+        """Offer an item; True when it was queued (``drop_oldest`` always queues if open).
+
+        ``timeout`` only matters for ``block``: how long to wait for room (None: until room
+        or close). Returns False when refused (full, timed out, or closed).
+        """
+        if item is None:
+            raise ValueError(f"queue {self.name!r}: None cannot be queued")
+        with self._lock:
+            self.put_total += 1
+            if self._closed:
+                self.dropped_total["closed"] += 1
+                return False
+            if len(self._items) >= self.maxsize:
+                if self.policy == "drop_oldest":
+                    self._items.popleft()
+                    self.dropped_total["overflow"] += 1
+                elif self.policy == "drop_newest":
+                    self.dropped_total["overflow"] += 1
+                    return False
+                elif not self._wait_for_room(timeout):
+                    reason = "closed" if self._closed else "overflow"
+                    self.dropped_total[reason] += 1
+                    return False
+            self._items.append((time.monotonic(), item))
+            # notify_all: a batching consumer that keeps waiting must not swallow the wakeup
+            self._not_empty.notify_all()
+            return True
+
+    def _wait_for_room(self, timeout: float | None) -> bool:
+        """Called with the lock held (block policy); True when there is room and not closed."""
+        return self._not_full.wait_for(
+            lambda: self._closed or len(self._items) < self.maxsize, _wait_s(timeout)
+        ) and not self._closed
+
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        """Wait until a put would not block (or close); True when there is room.
+
+        Lets a blocking producer wait in short steps (to notice its own stop request)
+        without each step counting as a refused offer.
+        """
+        with self._lock:
+            return self._not_full.wait_for(
+                lambda: self._closed or len(self._items) < self.maxsize, _wait_s(timeout)
+            ) and not self._closed
+
+    # -- consumer side -------------------------------------------------------------------
+    def get(self, timeout: float | None = None) -> T | None:
+        """Next item, or None after ``timeout`` (None: wait until an item or close).
+
+        After ``close()`` the remaining items are still handed out, then None at once.
+        """
+        with self._lock:
+            if not self._not_empty.wait_for(
+                lambda: self._items or self._closed, _wait_s(timeout)
+            ) or not self._items:
+                return None
+            return self._pop_locked()
+
+    def get_batch(
+        self, max_items: int, max_wait_s: float, timeout: float | None = None
+    ) -> list[T]:
+        """Up to ``max_items`` items for one batched inference call.
+
+        Returns as soon as ``max_items`` are queued, or ``max_wait_s`` after the oldest
+        queued item arrived (so no item waits in a partial batch longer than that), or at
+        close. ``timeout`` bounds the wait for the first item (None: ``max_wait_s``;
+        ``math.inf``: until an item or close); on timeout the list is empty.
+        """
+        if max_items < 1:
+            raise ValueError(f"queue {self.name!r}: max_items must be >= 1, got {max_items}")
+        first_wait = max_wait_s if timeout is None else timeout
+        with self._lock:
+            if not self._not_empty.wait_for(
+                lambda: self._items or self._closed, _wait_s(first_wait)
+            ):
+                return []
+            if self._items:
+                deadline = self._items[0][0] + max_wait_s
+                while len(self._items) < max_items and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._not_empty.wait(left)
+            n = min(max_items, len(self._items))
+            return [self._pop_locked() for _ in range(n)]
+
+    def _pop_locked(self) -> T:
+        _, item = self._items.popleft()
+        self.get_total += 1
+        self._not_full.notify()
+        return item
+
+    # -- lifecycle and introspection -----------------------------------------------------
+    def close(self) -> None:
+        """Refuse new items and wake every waiter; queued items can still be drained."""
+        with self._lock:
+            self._closed = True
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def depth(self) -> int:
+        return len(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def stats(self) -> QueueStats:
+        with self._lock:
+            return QueueStats(
+                name=self.name,
+                policy=self.policy,
+                maxsize=self.maxsize,
+                depth=len(self._items),
+                put_total=self.put_total,
+                get_total=self.get_total,
+                dropped_total=dict(self.dropped_total),
+                closed=self._closed,
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"BoundedQueue(name={self.name!r}, policy={self.policy}, "
+            f"depth={self.depth}/{self.maxsize}, dropped={self.dropped_total})"
+        )

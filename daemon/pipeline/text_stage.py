@@ -1,0 +1,44 @@
+"""Text commands (typed over the control socket, or transcribed speech) -> shared space."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from perceptd.daemon.fusion.timeline import ModalityOutput
+from perceptd.daemon.pipeline.queues import BoundedQueue
+from perceptd.daemon.pipeline.worker import Worker
+
+
+@dataclass(frozen=True)
+class TextCommand:
+    text: str
+    origin: str  # "control" | "speech"
+    t_capture_ns: int  # when the daemon received it (or when the speech segment ended)
+    source: str = "control"
+
+
+class TextStage(Worker[TextCommand]):
+    name = "text"
+
+    def __init__(self, inbox: BoundedQueue[TextCommand], fusion: BoundedQueue[ModalityOutput],
+                 models: Callable[[], object], prompt_texts: list[list[str]]) -> None:
+        super().__init__(inbox)
+        self.batch = 8
+        self.fusion = fusion
+        self.models = models
+        self.prompt_texts = prompt_texts  # per event, in config order (labels of the text top)
+
+    def process(self, items: list[TextCommand]) -> None:
+        m = self.models()
+        vecs = m.text.embed([c.text for c in items])
+        sims = np.einsum("nd,epd->nep", vecs, m.space.queries)
+        sims = np.where(m.space.prompt_mask[None] > 0, sims, -np.inf)
+        for c, v, s in zip(items, vecs, sims, strict=True):
+            flat = np.argsort(-s, axis=None)[:3]
+            top = tuple((self.prompt_texts[e][p], float(s[e, p]))
+                        for e, p in (np.unravel_index(i, s.shape) for i in flat))
+            self.fusion.put(ModalityOutput("text", c.source, c.t_capture_ns, v, top,
+                                           {"text": c.text, "origin": c.origin}))

@@ -1,0 +1,150 @@
+"""Vision: frames -> preprocess (+ motion gate) -> batched encoder across cameras (+ faces).
+
+Two threads: preprocessing (cv2 resize, releases the GIL) overlaps inference (ONNX Runtime,
+releases the GIL) of the previous batch.  Frames of all cameras share one batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from perceptd.daemon.fusion.timeline import ModalityOutput
+from perceptd.daemon.messages import Face, Outbound, VisionMessage
+from perceptd.daemon.pipeline.queues import BoundedQueue
+from perceptd.daemon.pipeline.worker import Worker
+from perceptd.daemon.sources.base import Frame
+
+
+class VisionStageConfig(BaseModel):
+    """Batching, motion gating and face detection of the vision path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch: int = Field(8, ge=1, le=256, description="frames per encoder call (all cameras)")
+    max_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="longest a frame waits for its batch to fill"
+    )
+    motion_threshold: float = Field(
+        0.0, ge=0, le=255,
+        description="skip frames whose mean absolute change (0-255, on a 32x24 thumbnail) "
+        "since the last inferred frame is below this; 0 disables the gate",
+    )
+    motion_max_skip_s: float = Field(
+        2.0, gt=0, le=3600, description="infer at least this often even without motion"
+    )
+    face_interval_s: float = Field(
+        0.5, ge=0, le=3600, description="face detection period per camera (0: every frame)"
+    )
+    faces: bool = Field(True, description="run the MTCNN face detector")
+    top_k: int = Field(5, ge=1, le=20, description="labels published per frame")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    frame: Frame
+    tensor: np.ndarray  # uint8 [224,224,3] RGB
+
+
+class PreprocessStage(Worker[Frame]):
+    name = "preprocess"
+
+    def __init__(self, inbox: BoundedQueue[Frame], out: BoundedQueue[Prepared],
+                 models: Callable[[], object], cfg: VisionStageConfig) -> None:
+        super().__init__(inbox)
+        self.out = out
+        self.models = models
+        self.cfg = cfg
+        self.gated = 0  # frames skipped by the motion gate
+        self._last_thumb: dict[str, np.ndarray] = {}
+        self._last_t: dict[str, int] = {}
+
+    def _moved(self, f: Frame) -> bool:
+        if self.cfg.motion_threshold <= 0:
+            return True
+        small = cv2.resize(f.image, (32, 24), interpolation=cv2.INTER_AREA)
+        thumb = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.int16)
+        prev = self._last_thumb.get(f.source_id)
+        stale = f.t_capture_ns - self._last_t.get(f.source_id, 0) > self.cfg.motion_max_skip_s * 1e9
+        if prev is not None and not stale and np.abs(thumb - prev).mean() < self.cfg.motion_threshold:
+            return False
+        self._last_thumb[f.source_id] = thumb
+        self._last_t[f.source_id] = f.t_capture_ns
+        return True
+
+    def process(self, items: list[Frame]) -> None:
+        vision = self.models().vision
+        for f in items:
+            if not self._moved(f):
+                self.gated += 1
+                continue
+            self.out.put(Prepared(f, vision.preprocess(f.image)), timeout=1.0)
+
+    def finish(self) -> None:
+        self.out.close()
+
+    def stats(self) -> dict:
+        return {**super().stats(), "motion_gated": self.gated}
+
+
+class VisionStage(Worker[Prepared]):
+    name = "vision"
+
+    def __init__(self, inbox: BoundedQueue[Prepared], fusion: BoundedQueue[ModalityOutput],
+                 publish: BoundedQueue[Outbound], models: Callable[[], object],
+                 cfg: VisionStageConfig) -> None:
+        super().__init__(inbox)
+        self.batch = cfg.max_batch
+        self.batch_wait_s = cfg.max_wait_ms / 1000
+        self.fusion = fusion
+        self.publish = publish
+        self.models = models
+        self.cfg = cfg
+        self._last_face_ns: dict[str, int] = {}
+        self.batches = 0
+        self.infer_s = 0.0
+        self.face_s = 0.0
+
+    def process(self, items: list[Prepared]) -> None:
+        m = self.models()  # one bundle per batch, even across a hot swap
+        t0 = time.perf_counter()
+        out = m.vision.infer(np.stack([p.tensor for p in items]))
+        self.infer_s += time.perf_counter() - t0
+        self.batches += 1
+        for i, p in enumerate(items):
+            top = tuple(m.vision.top_k(out.probs[i], self.cfg.top_k))
+            faces = self._faces(m, p.frame)
+            f = p.frame
+            self.fusion.put(ModalityOutput("vision", f.source_id, f.t_capture_ns, out.embed[i], top))
+            if faces:
+                best = max(fc.score for fc in faces)
+                self.fusion.put(ModalityOutput(
+                    "face", f.source_id, f.t_capture_ns, m.face_anchor,
+                    (("face", float(best)),), {"faces": faces},
+                ))
+            msg = VisionMessage(source=f.source_id, frame_seq=f.seq, top=top, faces=tuple(
+                Face(box=tuple(float(v) for v in fc.box), score=float(fc.score)) for fc in faces or ()
+            ))
+            self.publish.put(Outbound(msg, f.t_capture_ns))
+
+    def _faces(self, m, f: Frame):
+        if not self.cfg.faces or m.face is None:
+            return None
+        last = self._last_face_ns.get(f.source_id, 0)
+        if f.t_capture_ns - last < self.cfg.face_interval_s * 1e9:
+            return None
+        self._last_face_ns[f.source_id] = f.t_capture_ns
+        t0 = time.perf_counter()
+        faces = m.face.detect(f.image)
+        self.face_s += time.perf_counter() - t0
+        return faces
+
+    def stats(self) -> dict:
+        return {**super().stats(), "batches": self.batches,
+                "infer_ms_per_frame": 1e3 * self.infer_s / max(1, self.items),
+                "face_s": round(self.face_s, 3)}

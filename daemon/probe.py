@@ -1,0 +1,175 @@
+"""`perceptd probe`: one shot through the ONNX bundle (never PyTorch), fused like the daemon.
+
+Prints per modality the top labels (and face boxes), the speech segments VAD finds, and every
+configured event with its fused score and modality weights.  `--json` gives one object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from perceptd.daemon.bundle import resolve_bundle, verify_bundle
+from perceptd.daemon.config import Config, load_config
+from perceptd.daemon.fusion.space import MODALITIES
+from perceptd.daemon.inference.models import ModelSet, load_models
+from perceptd.daemon.inference.session import SessionOptions
+from perceptd.daemon.inference.vad import detect_segments
+from perceptd.daemon.sources.base import SourceError
+from perceptd.daemon.sources.wavfile import load_audio
+from perceptd.errors import UserError
+
+
+@dataclass
+class ProbeResult:
+    modalities: dict[str, Any] = field(default_factory=dict)
+    faces: list[dict[str, Any]] = field(default_factory=list)
+    speech_segments: list[dict[str, float]] = field(default_factory=list)
+    events: dict[str, Any] = field(default_factory=dict)
+    x: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-9)
+
+
+def probe_image(m: ModelSet, path: Path, top: int, res: ProbeResult) -> None:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise UserError(f"{path}: not a readable image")
+    out = m.vision.infer(m.vision.preprocess(img)[None])
+    res.modalities["vision"] = {"top": [[lab, p] for lab, p in m.vision.top_k(out.probs[0], top)]}
+    res.x[MODALITIES.index("vision")] = out.embed[0]
+    res.mask[MODALITIES.index("vision")] = 1
+    if m.face is not None:
+        faces = m.face.detect(img)
+        res.faces = [{"box": [round(float(v), 1) for v in f.box], "score": float(f.score)}
+                     for f in faces]
+        if faces:
+            res.modalities["face"] = {"top": [["face", float(max(f.score for f in faces))]],
+                                      "count": len(faces)}
+            res.x[MODALITIES.index("face")] = m.face_anchor
+            res.mask[MODALITIES.index("face")] = 1
+
+
+def probe_audio(m: ModelSet, path: Path, top: int, res: ProbeResult) -> np.ndarray:
+    try:
+        pcm = load_audio(path)
+    except SourceError as exc:
+        raise UserError(str(exc)) from None
+    res.speech_segments = [{"start": round(s, 3), "end": round(e, 3)}
+                           for s, e in detect_segments(pcm, m.vad)]
+    patches = m.audio.patches(pcm)
+    if len(patches) == 0:  # shorter than one 0.975 s window: pad with silence
+        pad = np.zeros(16_000, np.float32)
+        patches = m.audio.patches(np.concatenate([pcm, pad]))
+    out = m.audio.infer(patches)
+    mean_scores = out.scores.mean(0)
+    res.modalities["audio"] = {
+        "top": [[lab, p] for lab, p in m.audio.top_k(mean_scores, top)[0]],
+        "windows": len(patches),
+    }
+    res.x[MODALITIES.index("audio")] = _unit(out.embed.mean(0))
+    res.mask[MODALITIES.index("audio")] = 1
+    return pcm
+
+
+def probe_text(m: ModelSet, text: str, cfg: Config, top: int, res: ProbeResult) -> None:
+    if not text.strip():
+        raise UserError("--text: empty text")
+    v = m.text.embed([text])[0]
+    sims = np.einsum("d,epd->ep", v, m.space.queries)
+    sims = np.where(m.space.prompt_mask > 0, sims, -np.inf)
+    order = np.argsort(-sims, axis=None)[:top]
+    prompts = [list(e.prompts) for e in cfg.events]
+    res.modalities["text"] = {
+        "text": text,
+        "top": [[prompts[e][p], float(sims[e, p])]
+                for e, p in (np.unravel_index(i, sims.shape) for i in order)],
+    }
+    res.x[MODALITIES.index("text")] = v
+    res.mask[MODALITIES.index("text")] = 1
+
+
+def fuse(m: ModelSet, cfg: Config, res: ProbeResult) -> None:
+    r = m.fusion.fuse(res.x[None], res.mask[None], m.space)
+    thresholds = {e.name: e.threshold_on for e in cfg.events}
+    for i, name in enumerate(m.space.names):
+        weights = {mod: float(r.weights[0, i, j]) for j, mod in enumerate(MODALITIES)
+                   if r.weights[0, i, j] > 0}
+        res.events[name] = {
+            "score": float(r.scores[0, i]),
+            "weights": weights,
+            "modality_scores": {mod: float(r.modality_scores[0, i, MODALITIES.index(mod)])
+                                for mod in weights},
+            "fires": bool(r.scores[0, i] >= thresholds[name]),
+        }
+
+
+def run_probe(cfg: Config, image: str | None, audio: str | None, text: str | None,
+              top: int = 5, models: ModelSet | None = None) -> tuple[ProbeResult, ModelSet]:
+    if not (image or audio or text):
+        raise UserError("give at least one of --image, --audio, --text")
+    if models is None:
+        bundle = verify_bundle(resolve_bundle(cfg.bundle.dir, cfg.bundle.version))
+        models = load_models(bundle, cfg.events, SessionOptions(cfg.runtime.device, 2))
+    res = ProbeResult(x=np.zeros((len(MODALITIES), 384), np.float32),
+                      mask=np.zeros(len(MODALITIES), np.float32))
+    if image:
+        probe_image(models, Path(image), top, res)
+    if audio:
+        probe_audio(models, Path(audio), top, res)
+    if text is not None:
+        probe_text(models, text, cfg, top, res)
+    fuse(models, cfg, res)
+    return res, models
+
+
+def to_json(res: ProbeResult, m: ModelSet) -> dict[str, Any]:
+    ranking = sorted(res.events, key=lambda n: -res.events[n]["score"])
+    return {
+        "model_version": m.version,
+        "providers": m.providers(),
+        "modalities": res.modalities,
+        "faces": res.faces,
+        "speech_segments": res.speech_segments,
+        "events": res.events,
+        "ranking": ranking,
+    }
+
+
+def print_human(res: ProbeResult, m: ModelSet) -> None:
+    print(f"bundle {m.version}  (providers: {', '.join(sorted(set(m.providers().values())))})")
+    for name, info in res.modalities.items():
+        tops = ", ".join(f"{lab} {p:.2f}" for lab, p in info["top"])
+        print(f"{name:<7} {tops}")
+    if "vision" in res.modalities:
+        boxes = "; ".join(f"[{', '.join(f'{v:.0f}' for v in f['box'])}] {f['score']:.2f}"
+                          for f in res.faces)
+        print(f"faces   {len(res.faces)}{'  ' + boxes if boxes else ''}")
+    if "audio" in res.modalities:
+        segs = ", ".join(f"{s['start']:.2f}-{s['end']:.2f} s" for s in res.speech_segments)
+        print(f"speech  {segs or 'none'}")
+    print("events (fused score, modality weights):")
+    for name in sorted(res.events, key=lambda n: -res.events[n]["score"]):
+        e = res.events[name]
+        w = ", ".join(f"{k} {v:.2f}" for k, v in e["weights"].items())
+        mark = "*" if e["fires"] else " "
+        print(f" {mark} {name:<18} {e['score']:.3f}  {w}")
+
+
+def probe_main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    res, models = run_probe(cfg, args.image, args.audio, args.text, args.top)
+    if args.json:
+        print(json.dumps(to_json(res, models), indent=2))
+    else:
+        print_human(res, models)
+    return 0

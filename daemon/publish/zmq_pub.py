@@ -1,0 +1,356 @@
+"""The events PUB socket: one thread stamps and sends every message of the process.
+
+Only this thread touches the socket (plus ``publish_now`` under the same lock), so ``seq``
+is gapless by construction: it advances only when libzmq accepted the message. A PUB socket
+never blocks on a slow subscriber; libzmq drops for that subscriber alone once its SNDHWM
+pipe is full, silently, so those drops cannot be counted here. Only a refusal for the whole
+socket (``zmq.Again``) is counted as ``dropped``.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import zmq
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from perceptd.daemon.messages import Envelope, Message, Outbound, dumps, wall_time_iso
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVENTS_ENDPOINT = "tcp://127.0.0.1:5560"
+_HEARTBEAT_IVL_MS = 10_000  # ZMTP heartbeats reap dead peers on a daemon that runs for months
+_HEARTBEAT_TIMEOUT_MS = 30_000
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def is_loopback_endpoint(uri: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// on a loopback address (or the `lo` interface)."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("ipc", "inproc"):
+        return True
+    if parts.scheme != "tcp":
+        return False
+    host = parts.netloc.rsplit(":", 1)[0].strip("[]")
+    if host in ("localhost", "lo"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', an interface name or a host name: may reach beyond this machine
+
+
+def check_bind_endpoint(uri: str, allow_insecure: bool) -> str:
+    """Validate a bind URI; refuse non-loopback binds unless explicitly allowed."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("tcp", "ipc", "inproc"):
+        raise ValueError(f"{uri!r}: scheme must be tcp://, ipc:// or inproc://")
+    if parts.scheme == "tcp":
+        host, sep, port = parts.netloc.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{uri!r}: expected tcp://HOST:PORT")
+        if port != "*" and not (port.isdigit() and 0 <= int(port) <= 65535):
+            raise ValueError(f"{uri!r}: port must be 0-65535 or * (any free port)")
+    elif not (parts.netloc or parts.path):
+        raise ValueError(f"{uri!r}: missing path/name")
+    if not allow_insecure and not is_loopback_endpoint(uri):
+        raise ValueError(
+            f"{uri!r} binds beyond loopback without encryption; "
+            "set allow_insecure: true to permit it"
+        )
+    return uri
+
+
+def bind_socket(sock: zmq.Socket, uri: str) -> str:
+    """Bind and return the real endpoint (port 0 and * become the chosen port)."""
+    if uri.startswith("tcp://") and uri.endswith(":0"):
+        uri = uri[:-2] + ":*"  # libzmq spells "any free port" as *
+    sock.bind(uri)
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def set_keepalive(sock: zmq.Socket) -> None:
+    sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
+
+
+# --------------------------------------------------------------------------- config
+
+
+class PublisherConfig(BaseModel):
+    """The events PUB socket."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_insecure: bool = Field(
+        False, description="permit binding a non-loopback address (traffic is not encrypted)"
+    )
+    endpoint: str = Field(
+        DEFAULT_EVENTS_ENDPOINT,
+        description="bind URI: tcp://HOST:PORT (PORT 0 or * = any free port), ipc://PATH",
+    )
+    sndhwm: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="messages queued per subscriber before libzmq drops for that subscriber",
+    )
+    close_linger_ms: int = Field(
+        200, ge=0, le=10_000, description="at stop, how long queued messages may still flush"
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str, info: ValidationInfo) -> str:
+        return check_bind_endpoint(v, bool(info.data.get("allow_insecure", False)))
+
+
+# --------------------------------------------------------------------------- publisher
+
+
+class SupportsGet(Protocol):
+    """The publish queue: ``get(timeout)`` returns an item or None when nothing came.
+
+    If it has a true ``closed`` attribute once drained (BoundedQueue), the thread ends.
+    """
+
+    def get(self, timeout: float | None = ...) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PublisherStats:
+    published: dict[str, int]  # per topic
+    dropped: int  # refused by the socket as a whole (zmq.Again)
+    invalid: int  # items that could not be serialised (producer bugs), never sent
+    next_seq: int
+    subscriptions: int  # net subscribe messages seen (XPUB mode only)
+
+
+class PublisherError(RuntimeError):
+    """The publisher cannot bind or has been closed."""
+
+
+class EventPublisher:
+    """Consumes Outbound items from a queue in its own thread and publishes them stamped."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        config: PublisherConfig,
+        inbox: SupportsGet,
+        *,
+        model_version: Callable[[], str] = lambda: "unknown",
+        observer: Callable[[Envelope], None] | None = None,
+        xpub: bool = False,
+        poll_s: float = 0.1,
+        drain_timeout_s: float = 1.0,
+    ) -> None:
+        """`model_version` is read per message (a hot swap shows at once); `observer` sees
+        every sent envelope (latency metrics); `xpub` lets tests wait for subscribers."""
+        self._ctx = ctx
+        self._cfg = config
+        self._inbox = inbox
+        self._model_version = model_version
+        self._observer = observer
+        self._xpub = xpub
+        self._poll_s = poll_s
+        self._drain_timeout_s = drain_timeout_s
+        self.run_id = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._subs_cond = threading.Condition()
+        self._stopping = threading.Event()
+        self._sock: zmq.Socket | None = None
+        self._thread: threading.Thread | None = None
+        self._endpoint = ""
+        self._seq = 0
+        self._published: collections.Counter[str] = collections.Counter()
+        self._dropped = 0
+        self._invalid = 0
+        self._subscriptions = 0
+        self._error: BaseException | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Bind (errors raise here, in the caller's thread) and start the publishing thread."""
+        if self._sock is not None or self._closed:
+            raise PublisherError("publisher already started")
+        sock = self._ctx.socket(zmq.XPUB if self._xpub else zmq.PUB)
+        sock.setsockopt(zmq.SNDHWM, self._cfg.sndhwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        set_keepalive(sock)
+        if self._xpub:
+            sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        try:
+            self._endpoint = bind_socket(sock, self._cfg.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise PublisherError(
+                f"cannot bind events endpoint {self._cfg.endpoint}: {exc}"
+            ) from None
+        self._sock = sock
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
+        log.info("publisher started endpoint=%s run_id=%s sndhwm=%d",
+                 self._endpoint, self.run_id, self._cfg.sndhwm)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Drain what is queued (bounded), stop the thread, close with a short linger."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.error("publisher thread did not stop within %.1f s", timeout_s)
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close(linger=self._cfg.close_linger_ms)
+                self._sock = None
+            self._closed = True
+        log.info("publisher stopped published=%d dropped=%d invalid=%d",
+                 sum(self._published.values()), self._dropped, self._invalid)
+
+    def __enter__(self) -> EventPublisher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoint(self) -> str:
+        """The bound endpoint with the real port (after start)."""
+        return self._endpoint
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error that ended the publishing thread, if any."""
+        return self._error
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish_now(self, out: Outbound) -> Message | None:
+        """Publish from the caller's thread (shutdown, final health); None if dropped."""
+        env = self._send(out)
+        return None if env is None else Message(env, out.payload)
+
+    def stats(self) -> PublisherStats:
+        with self._lock:
+            return PublisherStats(dict(self._published), self._dropped, self._invalid,
+                                  self._seq, self._subscriptions)
+
+    def wait_for_subscriptions(self, n: int = 1, timeout_s: float = 5.0) -> bool:
+        """XPUB mode: block until `n` subscriptions are live (the slow-joiner cure for tests)."""
+        if not self._xpub:
+            raise PublisherError("wait_for_subscriptions needs xpub=True")
+        with self._subs_cond:
+            return self._subs_cond.wait_for(lambda: self._subscriptions >= n, timeout_s)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                item = self._inbox.get(self._poll_s)
+                if self._xpub:
+                    self._read_subscriptions()
+                if item is not None:
+                    self._publish_item(item)
+                elif getattr(self._inbox, "closed", False):
+                    log.info("publisher inbox closed and drained")
+                    return  # get() now returns None at once: leave instead of spinning
+            self._drain()
+        except zmq.ContextTerminated:
+            log.info("publisher context terminated")
+        except BaseException as exc:  # first-error capture: the app's supervisor reads .error
+            self._error = exc
+            log.exception("publisher thread failed error=%r", exc)
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self._drain_timeout_s
+        while time.monotonic() < deadline:
+            item = self._inbox.get(0.0)
+            if item is None:
+                return
+            self._publish_item(item)
+
+    def _publish_item(self, item: Any) -> None:
+        try:
+            self._send(item)
+        except (PublisherError, zmq.ContextTerminated):
+            raise
+        except Exception as exc:  # a producer bug must not end publishing for everyone
+            with self._lock:
+                self._invalid += 1
+                n = self._invalid
+            if n == 1 or n % 1000 == 0:
+                log.warning("publisher dropped invalid item invalid=%d type=%s error=%r",
+                            n, type(item).__name__, exc)
+
+    def _send(self, out: Outbound) -> Envelope | None:
+        payload = out.payload
+        topic = payload.topic
+        body = dumps(payload.to_wire())  # before the lock: a bad payload never consumes a seq
+        t_capture = int(out.t_capture_ns)
+        with self._lock:
+            if self._sock is None:
+                raise PublisherError("publisher is not running")
+            t_publish = time.monotonic_ns()
+            if t_capture > t_publish:
+                log.warning("t_capture_ns in the future topic=%s ahead_ns=%d; clamped",
+                            topic, t_capture - t_publish)
+                t_capture = t_publish
+            env = Envelope(topic, self._seq, self.run_id, t_capture, t_publish,
+                           wall_time_iso(), self._current_model_version())
+            head = dumps(env.to_wire())
+            frames = [topic.encode(), head[:-1] + b"," + body[1:]]
+            try:
+                self._sock.send_multipart(frames, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self._dropped += 1
+                return None
+            self._seq += 1
+            self._published[topic] += 1
+        if self._observer is not None:
+            try:
+                self._observer(env)
+            except Exception as exc:  # metrics must never cost a message
+                log.warning("publish observer failed error=%r", exc)
+        return env
+
+    def _current_model_version(self) -> str:
+        try:
+            return str(self._model_version())
+        except Exception as exc:
+            log.warning("model_version callable failed error=%r", exc)
+            return "unknown"
+
+    def _read_subscriptions(self) -> None:
+        with self._lock:
+            if self._sock is None:
+                return
+            delta = 0
+            while True:
+                try:
+                    frame = self._sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if frame[:1] == b"\x01":
+                    delta += 1
+                elif frame[:1] == b"\x00":
+                    delta -= 1
+            if not delta:
+                return
+            self._subscriptions += delta
+        with self._subs_cond:
+            self._subs_cond.notify_all()

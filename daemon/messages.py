@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from perceptd.daemon.config.events import EVENT_NAME
+from perceptd.daemon.names import EVENT_NAME
 
 SCHEMA_VERSION = 1
 EVENT_TOPIC_PREFIX = "event."

@@ -80,6 +80,24 @@ def _write_events(out: Path, events: list[EventConfig], ctx: ExportContext) -> N
     _write_npy(out / "event_prompts.npy", ctx.embed_texts(prompts) if prompts else np.zeros((0, 384)))
 
 
+def _copy_groups(base: Path, out: Path, skip: set[str]) -> dict[str, Any]:
+    """Copy the models (and their side files) of groups not rebuilt from a verified bundle."""
+    src = verify_bundle(base)
+    copied: dict[str, Any] = {}
+    for name, entry in src.manifest["models"].items():
+        group = entry.get("group", name.split("_")[0])
+        if group in skip:
+            continue
+        copied[name] = dict(entry)
+        for rel in [entry["file"], entry.get("labels"), *entry.get("side_files", [])]:
+            if rel and not (out / rel).exists():
+                shutil.copy2(src.path / rel, out / rel)
+    for rel in src.manifest["files"]:  # class embeddings, tokenizer, background vectors ...
+        if not (out / rel).exists() and not rel.endswith(".onnx"):
+            shutil.copy2(src.path / rel, out / rel)
+    return copied
+
+
 def _print_parity(results: list[ParityResult], echo: Callable[[str], None]) -> None:
     echo(f"{'model':<12} {'output':<16} {'max_abs_diff':>13} {'tolerance':>10}  ok")
     for r in results:
@@ -96,9 +114,14 @@ def build_bundle(
     head_state: dict | None = None,
     activate: bool = True,
     only: list[str] | None = None,
+    base: Path | None = None,
     echo: Callable[[str], None] = print,
 ) -> Path:
-    """Export all targets (or `only` some, for tests) into root/<version>/ and verify it."""
+    """Export all targets (or `only` some groups) into root/<version>/ and verify it.
+
+    With `base` (a verified bundle), groups not exported are copied from it unchanged: this
+    is how a retrain re-exports only the fusion head.
+    """
     from perceptd.export.targets import TARGET_MODULES, builder
     from perceptd.export.targets import fusion as fusion_target
 
@@ -123,7 +146,9 @@ def build_bundle(
                 onnx_path = export_onnx(t, tmp)
                 parity = check_parity(t, onnx_path)
                 results.append(parity)
-                models[t.name] = _write_target(t, tmp, parity, onnx_path)
+                models[t.name] = {"group": group, **_write_target(t, tmp, parity, onnx_path)}
+        if base is not None:
+            models.update(_copy_groups(base, tmp, skip=set(only or TARGET_MODULES)))
         _print_parity(results, echo)
         failures = [f for r in results for f in r.failures]
         if failures:

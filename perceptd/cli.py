@@ -46,7 +46,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     cfg = load_config(_config_path(args))
     out = Path(args.out) if args.out else cfg.bundle.dir
-    build_bundle(out, cfg.events, only=args.only or None)
+    base = None
+    if args.only:
+        from perceptd.daemon.bundle import resolve_bundle
+
+        base = resolve_bundle(cfg.bundle.dir, "current") if (cfg.bundle.dir / "current").exists() else None
+    build_bundle(out, cfg.events, only=args.only or None, base=base)
     return 0
 
 

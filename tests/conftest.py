@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.rigs.fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
 

@@ -10,8 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from perceptd.daemon.names import EVENT_NAME
+
 Modality = Literal["vision", "face", "audio", "text"]
-EVENT_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 
 
 class EventConfig(BaseModel):
@@ -44,6 +45,11 @@ class EventConfig(BaseModel):
         description="raw cosine a prompt must reach; commands default to 0.6 "
         "(rejects near-misses such as 'turn on the fan')",
     )
+    require: list[Modality] | None = Field(
+        None,
+        description="modalities that must be present for the event to fire; commands default "
+        "to [text] (sound alone never issues a command)",
+    )
     window_s: float = Field(1.5, gt=0, le=60, description="fusion window on the monotonic clock")
     threshold_on: float = Field(0.5, gt=0, lt=1, description="score that starts the event")
     threshold_off: float = Field(0.4, gt=0, lt=1, description="score below which it may end")
@@ -57,6 +63,12 @@ class EventConfig(BaseModel):
             "commands" if self.kind == "command" else None)
 
     @property
+    def effective_required(self) -> list[str]:
+        if self.require is not None:
+            return list(self.require)
+        return ["text"] if self.kind == "command" else []
+
+    @property
     def effective_floor(self) -> float:
         if self.min_similarity is not None:
             return self.min_similarity
@@ -64,6 +76,9 @@ class EventConfig(BaseModel):
 
     @model_validator(mode="after")
     def _hysteresis(self) -> EventConfig:
+        missing = [m for m in self.effective_required if m not in self.modalities]
+        if missing:
+            raise ValueError(f"require {missing} must also be listed in modalities")
         if self.threshold_off > self.threshold_on:
             raise ValueError(
                 f"threshold_off ({self.threshold_off}) must be <= threshold_on "

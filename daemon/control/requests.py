@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from perceptd.daemon.config.events import EVENT_NAME
+from perceptd.daemon.names import EVENT_NAME
 
 REQUEST_TYPES = ("command", "label", "status", "reload")
 MAX_COMMAND_CHARS = 1000

@@ -40,6 +40,7 @@ class FusionModel:
                 "event_affine": space.affine,
                 "competes": space.competes,
                 "floor": space.floor,
+                "required": space.required,
             },
         )
         return FusionResult(out["scores"], out["weights"], out["modality_scores"], out["fused"])

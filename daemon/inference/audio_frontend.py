@@ -138,11 +138,7 @@ class PatchStreamer:
             used = (n_new - 1) * p.hop_samples + p.window_samples
             self._frames = np.concatenate([self._frames, self._fe(self._pcm[:used])])
             self._pcm = self._pcm[n_new * p.hop_samples :]
-        n = (
-            0
-            if len(self._frames) < p.patch_frames
-            else (1 + (len(self._frames) - p.patch_frames) // p.patch_hop_frames)
-        )
+        n = max(0, 1 + (len(self._frames) - p.patch_frames) // p.patch_hop_frames)
         out = patches(self._frames, p.patch_hop_frames, p.patch_frames)[:n]
         self._frames = self._frames[n * p.patch_hop_frames :]
         starts = (self._patch_index + np.arange(n, dtype=np.int64)) * self.patch_hop_samples

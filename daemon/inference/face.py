@@ -171,6 +171,7 @@ class FaceDetector:
         self.stride = int(cfg["pnet_stride"])
         self.rnet_size = int(cfg["rnet_size"])
         self.onet_size = int(cfg["onet_size"])
+        self.input_name = str(cfg.get("input_name", INPUT_NAME))
         if not 0.0 < self.scale_factor < 1.0:
             raise ValueError(f"face scale_factor must be in (0,1), got {self.scale_factor}")
         self.pnet = create_session(pnet_path, options)
@@ -207,7 +208,7 @@ class FaceDetector:
         found = []
         for scale in pyramid_scales(h, w, min_face, self.scale_factor, self.cell):
             level = resize_level(image, scale)
-            reg, prob = self.pnet.run(None, {INPUT_NAME: level[None]})
+            reg, prob = self.pnet.run(None, {self.input_name: level[None]})
             cand = pnet_boxes(reg[0], prob[0], scale, self.thresholds[0], self.stride, self.cell)
             if len(cand):
                 found.append(cand[nms(cand[:, :4], cand[:, 4], self.nms["pnet_scale"])])
@@ -226,7 +227,7 @@ class FaceDetector:
         if len(batch) == 0:
             return boxes[:0]
         boxes = boxes[valid]
-        reg, prob = self.rnet.run(None, {INPUT_NAME: batch})
+        reg, prob = self.rnet.run(None, {self.input_name: batch})
         ok = prob > self.thresholds[1]
         boxes = np.concatenate([boxes[ok, :4], prob[ok, None]], axis=1)
         keep = nms(boxes[:, :4], boxes[:, 4], self.nms["rnet"])
@@ -238,7 +239,7 @@ class FaceDetector:
         if len(batch) == 0:
             return boxes[:0], np.empty((0, 5, 2), np.float32)
         boxes = boxes[valid]
-        reg, marks, prob = self.onet.run(None, {INPUT_NAME: batch})
+        reg, marks, prob = self.onet.run(None, {self.input_name: batch})
         ok = prob > self.thresholds[2]
         boxes = np.concatenate([boxes[ok, :4], prob[ok, None]], axis=1)
         w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]

@@ -155,7 +155,8 @@ class FusionStage:
             event=tr.event, phase=tr.phase, score=tr.score, modalities=expl.modalities,
             sample_id=sample_id,
         )
-        t_cap = expl.t_capture_ns or tr.t_ns
+        # an end is caused by the evaluation that saw the evidence go (or stale): stamp it then
+        t_cap = tr.t_ns if tr.phase == "end" or not expl.t_capture_ns else expl.t_capture_ns
         self.publish.put(Outbound(msg, t_cap))
         self.stats.events_published += 1
 

@@ -14,7 +14,8 @@ from perceptd.models.fusion_head import DIM, MODALITIES, FusionHead, load_fusion
 
 FACE_ANCHOR_TEXT = "a person's face"
 INPUTS = [
-    "x", "mask", "queries", "prompt_mask", "allowed", "calib", "event_affine", "competes", "floor"
+    "x", "mask", "queries", "prompt_mask", "allowed", "calib", "event_affine", "competes", "floor",
+    "required",
 ]
 OUTPUTS = ["scores", "weights", "modality_scores", "fused"]
 
@@ -42,8 +43,10 @@ def _parity_inputs(ctx: ExportContext) -> list[tuple[np.ndarray, ...]]:
     aff = np.array([[1, 0], [1.2, 0.3], [0.9, -0.2]], np.float32)
     competes = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], np.float32)
     floor = np.array([0.7, 0.7, -1.0], np.float32)
+    required = np.zeros((3, m), np.float32)
+    required[0, 3] = required[1, 3] = 1
     return [(x.astype(np.float32), mask, q.astype(np.float32), pm, allowed, calib, aff, competes,
-             floor)]
+             floor, required)]
 
 
 def targets(ctx: ExportContext, head_state: dict | None = None) -> list[ExportTarget]:
@@ -64,6 +67,7 @@ def targets(ctx: ExportContext, head_state: dict | None = None) -> list[ExportTa
                 "queries": {0: "events", 1: "prompts"}, "prompt_mask": {0: "events", 1: "prompts"},
                 "allowed": {0: "events"}, "calib": {0: "events"}, "event_affine": {0: "events"},
                 "competes": {0: "events", 1: "events2"}, "floor": {0: "events"},
+                "required": {0: "events"},
                 "scores": {0: "batch", 1: "events"}, "weights": {0: "batch", 1: "events"},
                 "modality_scores": {0: "batch", 1: "events"}, "fused": {0: "batch", 1: "events"},
             },

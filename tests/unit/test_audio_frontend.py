@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 from scipy import fft as sfft
 from scipy import signal
@@ -27,7 +26,9 @@ def _read(path: Path) -> np.ndarray:
     return pcm
 
 
-def _reference_mel(n_fft: int = 512, n_mels: int = 64, fmin: float = 125.0, fmax: float = 7500.0) -> np.ndarray:
+def _reference_mel(
+    n_fft: int = 512, n_mels: int = 64, fmin: float = 125.0, fmax: float = 7500.0
+) -> np.ndarray:
     """Triangles written out band by band from the HTK formula, one FFT bin at a time."""
 
     def mel(f: float) -> float:
@@ -123,13 +124,3 @@ def test_params_round_trip_through_a_preprocessing_dict() -> None:
     p = MelParams(log_offset=0.01, patch_hop_frames=24)
     assert MelParams.from_preprocessing({**p.to_preprocessing(), "unrelated": 1}) == p
 
-
-@pytest.mark.parametrize("n", [512 * 30, 512 * 100])
-def test_frontend_is_fast(n: int) -> None:
-    """Vectorised: 10 s of audio must cost well under 100 ms even on a loaded 2-core box."""
-    import time
-
-    x = np.random.default_rng(0).standard_normal(n * 3).astype(np.float32)
-    t0 = time.perf_counter()
-    patches(log_mel(x))
-    assert time.perf_counter() - t0 < 0.1 * (len(x) / SR) / 10 + 0.05

@@ -10,6 +10,7 @@ import functools
 import io
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -91,11 +92,32 @@ def _copy_groups(base: Path, out: Path, skip: set[str]) -> dict[str, Any]:
         copied[name] = dict(entry)
         for rel in [entry["file"], entry.get("labels"), *entry.get("side_files", [])]:
             if rel and not (out / rel).exists():
-                shutil.copy2(src.path / rel, out / rel)
+                _link_or_copy(src.path / rel, out / rel)
     for rel in src.manifest["files"]:  # class embeddings, tokenizer, background vectors ...
         if not (out / rel).exists() and not rel.endswith(".onnx"):
-            shutil.copy2(src.path / rel, out / rel)
+            _link_or_copy(src.path / rel, out / rel)
     return copied
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Unchanged encoders are hard-linked (no extra 130 MB per retrain); copied across devices."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def prune_bundles(root: Path, keep: int = 3) -> list[str]:
+    """Delete old versions beyond the newest `keep`, never `current` or `previous`."""
+    from perceptd.daemon.bundle import pointer_target
+
+    pinned = {pointer_target(root, p) for p in ("current", "previous")}
+    versions = sorted(p.name for p in root.iterdir()
+                      if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
+    doomed = [v for v in versions[:-keep] if v not in pinned] if keep > 0 else []
+    for v in doomed:
+        shutil.rmtree(root / v, ignore_errors=True)
+    return doomed
 
 
 def _print_parity(results: list[ParityResult], echo: Callable[[str], None]) -> None:
@@ -174,5 +196,6 @@ def build_bundle(
         raise
     if activate:
         promote(root, version)
+        prune_bundles(root)
     echo(f"bundle {version} written to {final} in {time.monotonic() - t0:.1f} s")
     return final

@@ -10,7 +10,7 @@ Every modality arrives as a vector in the shared MiniLM space.  Per event e and 
   makes a text cosine and an image cosine comparable: z_em = (s_em - mu_em) / sigma_em;
 * polarity: events in one competition group (e.g. all commands) are separated by raw
   cosine, which ranks "switch the lamp off" right where standardised scores do not: an event
-  that is not its group's best, or is below its similarity floor, loses
+  that does not beat its group's runner-up by `margin`, or is below its similarity floor, loses
   contrast * (shortfall) from z_em, so "lights_on" does not fire beside "lights_off";
 * attention weights w_em = softmax over present and allowed modalities of alpha*z_em + beta_m;
 * the fused evidence z_e = sum_m w_em z_em, the score sigmoid(gamma*(k_e*z_e) - delta + b_e),
@@ -46,7 +46,8 @@ class ResidualAdapter(nn.Module):
 
 
 class FusionHead(nn.Module):
-    """(x, mask, queries, prompt_mask, allowed, calib, event_affine, competes, floor, required)
+    """(x, mask, queries, prompt_mask, allowed, calib, event_affine, competes, floor, margin,
+    required)
     -> scores, weights, modality_scores, fused."""
 
     def __init__(self, n_modalities: int = len(MODALITIES), dim: int = DIM, rank: int = 16) -> None:
@@ -63,22 +64,23 @@ class FusionHead(nn.Module):
         return torch.stack([a(x[:, i]) for i, a in enumerate(self.adapters)], dim=1)
 
     def evidence(self, a: torch.Tensor, queries: torch.Tensor, prompt_mask: torch.Tensor,
-                 calib: torch.Tensor, competes: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+                 calib: torch.Tensor, competes: torch.Tensor, floor: torch.Tensor,
+                 margin: torch.Tensor) -> torch.Tensor:
         """Standardised best-prompt similarity z [B,E,M], minus the polarity shortfall."""
         sim = torch.einsum("bmd,epd->bemp", a, queries)
         sim = sim + (prompt_mask[None, :, None, :] - 1.0) * 1e4  # padded prompts never win
         best = sim.max(dim=-1).values  # [B,E,M]
         z = (best - calib[None, :, :, 0]) / calib[None, :, :, 1].clamp(min=1e-3)
         rivals = best[:, None, :, :] + (competes[None, :, :, None] - 1.0) * 1e4  # [B,E,E',M]
-        bar = torch.maximum(rivals.max(dim=2).values, floor[None, :, None])
+        bar = torch.maximum(rivals.max(dim=2).values + margin[None, :, None], floor[None, :, None])
         return z + self.contrast * torch.clamp(best - bar, max=0.0)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, queries: torch.Tensor,
                 prompt_mask: torch.Tensor, allowed: torch.Tensor, calib: torch.Tensor,
                 event_affine: torch.Tensor, competes: torch.Tensor, floor: torch.Tensor,
-                required: torch.Tensor):
+                margin: torch.Tensor, required: torch.Tensor):
         a = self.adapt(x)
-        z = self.evidence(a, queries, prompt_mask, calib, competes, floor)
+        z = self.evidence(a, queries, prompt_mask, calib, competes, floor, margin)
         use = mask[:, None, :] * allowed[None, :, :]  # [B,E,M]
         logits = self.alpha * z + self.beta[None, None, :]
         logits = logits + (use - 1.0) * 1e4

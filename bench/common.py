@@ -14,7 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# PERCEPTD_BENCH_RESULTS moves results elsewhere (dry runs, the GPU machine's scratch space)
+RESULTS = Path(os.environ.get("PERCEPTD_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def environment() -> dict[str, Any]:

@@ -72,6 +72,10 @@ def demo_config(base: Config, media: Path) -> Config:
         "sources": sources,
         "publish": PublisherConfig(endpoint=f"tcp://127.0.0.1:{_free_port()}"),
         "control": base.control.model_copy(update={"endpoint": f"tcp://127.0.0.1:{_free_port()}"}),
+        # a demo never collides with an installed daemon, nor talks to its broker or keys
+        "http": base.http.model_copy(update={"port": 0}),
+        "security": base.security.model_copy(update={"curve": False}),
+        "mqtt": base.mqtt.model_copy(update={"enabled": False}),
     })
 
 

@@ -61,8 +61,10 @@ def run_main(args: argparse.Namespace) -> int:
         log.info("event=signal signal=%s", signal.Signals(signum).name)
         stop.set()
 
+    hup_lock = threading.Lock()
+
     def on_hup(_signum: int, _frame) -> None:
-        threading.Thread(target=_reload, args=(daemon,), daemon=True).start()
+        threading.Thread(target=_reload, args=(daemon, args, hup_lock), daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -74,10 +76,26 @@ def run_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reload(daemon) -> None:
+def _reload(daemon, args: argparse.Namespace, lock: threading.Lock) -> None:
+    """SIGHUP: re-read and validate the config file. A bad file is refused (one log line and
+    a health message) and the running config stays; a good one applies its live sections
+    (the bundle selection) and reloads the bundle; other changed sections wait for a restart."""
+    from perceptd.daemon.config import ConfigError
     from perceptd.daemon.control.server import RequestRejected
 
-    try:
-        log.info("event=reload_requested via=SIGHUP result=%s", daemon._handle_reload(None))
-    except RequestRejected as exc:
-        log.error("event=reload_refused via=SIGHUP error=%s", exc)
+    with lock:  # SIGHUPs in a burst are applied one after the other
+        try:
+            cfg = apply_overrides(load_config(args.config), args.camera, args.audio_file, args.mic,
+                                  getattr(args, "loop", False))
+        except ConfigError as exc:
+            error = "; ".join(exc.lines)
+            log.error("event=config_refused via=SIGHUP path=%s error=%r", args.config, error)
+            daemon.report_error(f"config {args.config} refused, running config kept: {error}")
+            return
+        changes = daemon.reconfigure(cfg)
+        log.info("event=config_reloaded via=SIGHUP path=%s applied=%s restart_needed=%s", args.config,
+                 ",".join(changes["applied"]) or "-", ",".join(changes["restart_needed"]) or "-")
+        try:
+            log.info("event=reload_requested via=SIGHUP result=%s", daemon._handle_reload(None))
+        except RequestRejected as exc:
+            log.error("event=reload_refused via=SIGHUP error=%s", exc)

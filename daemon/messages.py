@@ -24,6 +24,8 @@ SCHEMA_VERSION = 1
 EVENT_TOPIC_PREFIX = "event."
 PHASES = ("start", "update", "end")
 COMMAND_SOURCES = ("control", "speech")
+SPEECH_VERDICTS = ("accepted", "empty", "no_wake_phrase", "no_speech", "low_confidence", "no_match",
+                   "ambiguous")
 HEALTH_STATES = ("initializing", "starting", "running", "degraded", "stopping", "stopped")
 ENVELOPE_FIELDS = (
     "schema_version",
@@ -187,7 +189,11 @@ class AudioMessage:
 
 @dataclass(frozen=True, slots=True)
 class SpeechMessage:
-    """A VAD speech segment; the ASR fields stay None until a recogniser has run."""
+    """A VAD speech segment; the ASR fields stay None until a recogniser has run.
+
+    Each segment is published twice: at segment close (text None) and, once recognised, as a
+    transcript with the matcher's `verdict` and the `command` event it was handed on as.
+    """
 
     source: str
     start_ns: int
@@ -197,11 +203,17 @@ class SpeechMessage:
     no_speech_prob: float | None = None
     engine: str | None = None
     latency_ms: float | None = None
+    command: str | None = None  # the command event the transcript became (None: not a command)
+    verdict: str | None = None  # accepted or why not (SPEECH_VERDICTS)
 
     def __post_init__(self) -> None:
         _require(self.start_ns <= self.end_ns, f"start_ns {self.start_ns} > end_ns {self.end_ns}")
         for name in ("avg_logprob", "no_speech_prob", "latency_ms"):
             _set(self, name, _opt_float(getattr(self, name)))
+        _require(self.verdict is None or self.verdict in SPEECH_VERDICTS,
+                 f"speech verdict must be one of {SPEECH_VERDICTS}, got {self.verdict!r}")
+        _require(self.command is None or bool(_EVENT_NAME_RE.fullmatch(self.command)),
+                 f"command {self.command!r} does not match {EVENT_NAME}")
 
     @property
     def topic(self) -> str:
@@ -217,6 +229,8 @@ class SpeechMessage:
             "no_speech_prob": self.no_speech_prob,
             "engine": self.engine,
             "latency_ms": self.latency_ms,
+            "command": self.command,
+            "verdict": self.verdict,
         }
 
     @classmethod
@@ -282,6 +296,7 @@ class HealthMessage:
     sources: Mapping[str, SourceHealth] = field(default_factory=dict)
     queues: Mapping[str, QueueHealth] = field(default_factory=dict)
     uptime_s: float = 0.0
+    errors: tuple[str, ...] = ()  # recent refusals (bad config on SIGHUP, bad bundle), newest last
 
     def __post_init__(self) -> None:
         _require(self.state in HEALTH_STATES,
@@ -289,6 +304,7 @@ class HealthMessage:
         _set(self, "sources", dict(self.sources))
         _set(self, "queues", dict(self.queues))
         _set(self, "uptime_s", float(self.uptime_s))
+        _set(self, "errors", tuple(str(e) for e in self.errors))
 
     @property
     def topic(self) -> str:
@@ -300,6 +316,7 @@ class HealthMessage:
             "sources": {k: v.to_wire() for k, v in self.sources.items()},
             "queues": {k: v.to_wire() for k, v in self.queues.items()},
             "uptime_s": self.uptime_s,
+            "errors": list(self.errors),
         }
 
     @classmethod

@@ -1,7 +1,8 @@
 """`perceptd probe`: one shot through the ONNX bundle (never PyTorch), fused like the daemon.
 
-Prints per modality the top labels (and face boxes), the speech segments VAD finds, and every
-configured event with its fused score and modality weights.  `--json` gives one object.
+Prints per modality the top labels (and face boxes), the speech segments VAD finds with what
+the recognizer heard in each and the command event it yields, and every configured event with
+its fused score and modality weights.  `--json` gives one object.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from perceptd.errors import UserError
 class ProbeResult:
     modalities: dict[str, Any] = field(default_factory=dict)
     faces: list[dict[str, Any]] = field(default_factory=list)
-    speech_segments: list[dict[str, float]] = field(default_factory=list)
+    speech_segments: list[dict[str, Any]] = field(default_factory=list)
+    speech_engine: dict[str, Any] = field(default_factory=dict)
     events: dict[str, Any] = field(default_factory=dict)
     x: np.ndarray | None = None
     mask: np.ndarray | None = None
@@ -41,7 +43,10 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def probe_image(m: ModelSet, path: Path, top: int, res: ProbeResult) -> None:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV allows
+        raise UserError(f"{path}: not a readable image ({str(exc).strip().splitlines()[-1]})") from None
     if img is None:
         raise UserError(f"{path}: not a readable image")
     out = m.vision.infer(m.vision.preprocess(img)[None])
@@ -98,6 +103,47 @@ def probe_text(m: ModelSet, text: str, cfg: Config, top: int, res: ProbeResult) 
     res.mask[MODALITIES.index("text")] = 1
 
 
+def probe_speech(m: ModelSet, cfg: Config, pcm: np.ndarray, res: ProbeResult) -> None:
+    """Transcribe each speech segment and judge it as the daemon would; a recognised
+    command is fused with the file's audio vector to show the event it yields."""
+    from perceptd.daemon.speech.offline import recognise
+    from perceptd.daemon.speech.stage import load_engine
+
+    for seg in res.speech_segments:
+        seg.update(text=None, command=None)
+    engine, reason = load_engine(cfg.speech, cfg.events)
+    res.speech_engine = {"engine": engine.name if engine else None, "reason": reason or None}
+    if engine is None:
+        return
+    from perceptd.daemon.speech.matcher import CommandMatcher
+
+    results = recognise(pcm, m, engine, CommandMatcher(cfg.speech, cfg.events), cfg.audio)
+    res.speech_segments = []
+    for r in results:
+        t, v = r.transcript, r.verdict
+        seg = {"start": round(r.start_s, 3), "end": round(r.end_s, 3), "text": t.text,
+               "avg_logprob": t.avg_logprob, "no_speech_prob": t.no_speech_prob,
+               "verdict": v.reason, "similarity": v.similarity, "margin": v.margin,
+               "asr_ms": round(r.asr_ms, 1), "command": None}
+        if v.accepted:
+            seg["command"] = _command_event(m, cfg, res, v)
+        res.speech_segments.append(seg)
+
+
+def _command_event(m: ModelSet, cfg: Config, res: ProbeResult, verdict) -> dict[str, Any]:
+    """The accepted command fused with this file's audio (as the daemon's timeline would)."""
+    x, mask = res.x.copy(), res.mask.copy()
+    x[MODALITIES.index("text")] = m.text.embed([verdict.text])[0]
+    mask[MODALITIES.index("text")] = 1
+    r = m.fusion.fuse(x[None], mask[None], m.space)
+    i = m.space.index(verdict.event)
+    ev = next(e for e in cfg.events if e.name == verdict.event)
+    return {"event": verdict.event, "text": verdict.text, "score": float(r.scores[0, i]),
+            "fires": bool(r.scores[0, i] >= ev.threshold_on),
+            "weights": {mod: float(r.weights[0, i, j]) for j, mod in enumerate(MODALITIES)
+                        if r.weights[0, i, j] > 0}}
+
+
 def fuse(m: ModelSet, cfg: Config, res: ProbeResult) -> None:
     r = m.fusion.fuse(res.x[None], res.mask[None], m.space)
     thresholds = {e.name: e.threshold_on for e in cfg.events}
@@ -114,7 +160,8 @@ def fuse(m: ModelSet, cfg: Config, res: ProbeResult) -> None:
 
 
 def run_probe(cfg: Config, image: str | None, audio: str | None, text: str | None,
-              top: int = 5, models: ModelSet | None = None) -> tuple[ProbeResult, ModelSet]:
+              top: int = 5, models: ModelSet | None = None,
+              speech: bool = True) -> tuple[ProbeResult, ModelSet]:
     if not (image or audio or text):
         raise UserError("give at least one of --image, --audio, --text")
     if models is None:
@@ -125,7 +172,9 @@ def run_probe(cfg: Config, image: str | None, audio: str | None, text: str | Non
     if image:
         probe_image(models, Path(image), top, res)
     if audio:
-        probe_audio(models, Path(audio), top, res)
+        pcm = probe_audio(models, Path(audio), top, res)
+        if speech:
+            probe_speech(models, cfg, pcm, res)
     if text is not None:
         probe_text(models, text, cfg, top, res)
     fuse(models, cfg, res)
@@ -140,6 +189,7 @@ def to_json(res: ProbeResult, m: ModelSet) -> dict[str, Any]:
         "modalities": res.modalities,
         "faces": res.faces,
         "speech_segments": res.speech_segments,
+        "speech_engine": res.speech_engine,
         "events": res.events,
         "ranking": ranking,
     }
@@ -155,14 +205,30 @@ def print_human(res: ProbeResult, m: ModelSet) -> None:
                           for f in res.faces)
         print(f"faces   {len(res.faces)}{'  ' + boxes if boxes else ''}")
     if "audio" in res.modalities:
-        segs = ", ".join(f"{s['start']:.2f}-{s['end']:.2f} s" for s in res.speech_segments)
-        print(f"speech  {segs or 'none'}")
+        _print_speech(res)
     print("events (fused score, modality weights):")
     for name in sorted(res.events, key=lambda n: -res.events[n]["score"]):
         e = res.events[name]
         w = ", ".join(f"{k} {v:.2f}" for k, v in e["weights"].items())
         mark = "*" if e["fires"] else " "
         print(f" {mark} {name:<18} {e['score']:.3f}  {w}")
+
+
+def _print_speech(res: ProbeResult) -> None:
+    if not res.speech_segments:
+        print("speech  none")
+    if res.speech_engine.get("reason"):
+        print(f"speech  recognizer off: {res.speech_engine['reason']}")
+    for s in res.speech_segments:
+        line = f"speech  {s['start']:.2f}-{s['end']:.2f} s"
+        if s.get("text") is not None:
+            conf = (f"avg_logprob {s['avg_logprob']:.2f}, no_speech {s['no_speech_prob']:.2f}"
+                    if s["avg_logprob"] is not None else "no confidence")
+            cmd = s["command"]
+            verdict = (f"-> event.{cmd['event']} {cmd['score']:.3f}" if cmd
+                       else f"-> no command ({s['verdict']})")
+            line += f"  {s['text']!r} ({conf}) {verdict}"
+        print(line)
 
 
 def probe_main(args: argparse.Namespace) -> int:

@@ -49,10 +49,17 @@ def make_context(work_dir: Path) -> ExportContext:
     return ExportContext(embed_texts=embed, samples_dir=REPO_ROOT / "samples", work_dir=work_dir)
 
 
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a NEW inode: files copied from the base bundle are hard links, and writing through
+    one would silently change every bundle that shares it (the live one included)."""
+    path.unlink(missing_ok=True)
+    path.write_bytes(data)
+
+
 def _write_npy(path: Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, array.astype(np.float32), allow_pickle=False)
-    path.write_bytes(buf.getvalue())
+    _write_new(path, buf.getvalue())
 
 
 def _write_target(t: ExportTarget, out: Path, parity: ParityResult, onnx_path: Path) -> dict:
@@ -64,9 +71,9 @@ def _write_target(t: ExportTarget, out: Path, parity: ParityResult, onnx_path: P
     entry["labels"] = None
     if t.labels is not None:
         entry["labels"] = f"{t.name}_labels.json"
-        (out / entry["labels"]).write_text(json.dumps(t.labels, indent=0), encoding="utf-8")
+        _write_new(out / entry["labels"], json.dumps(t.labels, indent=0).encode("utf-8"))
     for fname, data in t.extra_files.items():
-        (out / fname).write_bytes(data)
+        _write_new(out / fname, data)
     class_emb = getattr(t.module, "class_embeddings", None)
     if class_emb is not None:  # background set of this modality for event calibration
         _write_npy(out / f"{t.name}_class_embeddings.npy", class_emb.detach().numpy())
@@ -76,7 +83,7 @@ def _write_target(t: ExportTarget, out: Path, parity: ParityResult, onnx_path: P
 def _write_events(out: Path, events: list[EventConfig], ctx: ExportContext) -> None:
     """Default event prompts and their embeddings (the daemon re-embeds edited prompts)."""
     table = [e.model_dump(mode="json") for e in events]
-    (out / "events.json").write_text(json.dumps(table, indent=1), encoding="utf-8")
+    _write_new(out / "events.json", json.dumps(table, indent=1).encode("utf-8"))
     prompts = [p for e in events for p in e.prompts]
     _write_npy(out / "event_prompts.npy", ctx.embed_texts(prompts) if prompts else np.zeros((0, 384)))
 
@@ -137,12 +144,14 @@ def build_bundle(
     activate: bool = True,
     only: list[str] | None = None,
     base: Path | None = None,
+    calibration: dict[str, list[float]] | None = None,
     echo: Callable[[str], None] = print,
 ) -> Path:
     """Export all targets (or `only` some groups) into root/<version>/ and verify it.
 
     With `base` (a verified bundle), groups not exported are copied from it unchanged: this
-    is how a retrain re-exports only the fusion head.
+    is how a retrain re-exports only the fusion head.  `head_state` and `calibration`
+    ({event: [k, b]}) are the fine-tuned head; both land in files covered by the manifest.
     """
     from perceptd.export.targets import TARGET_MODULES, builder
     from perceptd.export.targets import fusion as fusion_target
@@ -161,7 +170,7 @@ def build_bundle(
             if only and group not in only:
                 continue
             if group == "fusion":
-                targets = fusion_target.targets(ctx, head_state)
+                targets = fusion_target.targets(ctx, head_state, calibration)
             else:
                 targets = builder(group)(ctx)
             for t in targets:

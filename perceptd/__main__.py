@@ -1,3 +1,4 @@
 from perceptd.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # spawned workers (retrain --nproc) re-import this module
+    raise SystemExit(main())

@@ -8,20 +8,72 @@ from pathlib import Path
 from perceptd.errors import UserError
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The pipeline/suite flags (the models/zeroshot ones are declared in perceptd.cli)."""
+    p.add_argument("--pipeline", action="store_true",
+                   help="end to end: efficiency vs stage ceiling, plain-loop baseline, latency")
+    p.add_argument("--all", action="store_true", help="models + pipeline (the whole suite)")
+    p.add_argument("--streams", type=_int_list, default=[1, 4], help="stream counts, e.g. 1,2,4")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per point")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds before each measurement")
+    p.add_argument("--soak-minutes", type=float, default=0.0,
+                   help="also run 4 streams this long and record RSS/fds (0: skip)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads of the daemon")
+    p.add_argument("--no-sequential", action="store_true", help="skip the plain-loop baseline")
+    p.add_argument("--sequential-max-streams", type=int, default=8,
+                   help="run the plain loop only up to this many streams")
+    p.add_argument("--no-latency", action="store_true", help="skip the 15 fps latency run")
+    p.add_argument("--batches", type=_int_list, default=[1, 8, 32], help="model benchmark batch sizes")
+    p.add_argument("--no-torch", action="store_true", help="models: skip the PyTorch eager column")
+    p.add_argument("--vision-workers", type=int, default=None,
+                   help="override vision.workers for the daemon runs (default: as configured)")
+    p.add_argument("--vision-batch", type=int, default=None, help="override vision.max_batch")
+    p.add_argument("--vision-wait-ms", type=float, default=None, help="override vision.max_wait_ms")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
 def bench_main(args: argparse.Namespace) -> int:
     from perceptd.daemon.bundle import resolve_bundle
     from perceptd.daemon.config import load_config
 
     cfg = load_config(Path(args.config))
     bundle_dir = resolve_bundle(cfg.bundle.dir, cfg.bundle.version)
-    if args.models:
+    ran = False
+    if args.models or args.all:
         from perceptd.bench.models import main
 
-        main(bundle_dir, args.repeat, args.json_out)
-        return 0
+        main(bundle_dir, args.repeat, None if args.all else args.json_out, device=args.device,
+             batches=args.batches, config=args.config, torch_eager=not args.no_torch)
+        ran = True
+    if args.pipeline or args.all:
+        from perceptd.bench.pipeline import main as pipeline_main
+
+        pipeline_main(bundle_dir, args)
+        ran = True
     if getattr(args, "zeroshot", False):
         from perceptd.bench.zeroshot import main as zs_main
 
         zs_main(Path(args.config), args.json_out)
-        return 0
-    raise UserError("choose a benchmark: --models, --zeroshot")
+        ran = True
+    if getattr(args, "asr", False) or getattr(args, "asr_offline", False):
+        from perceptd.bench.asr import main as asr_main
+
+        asr_main(Path(args.config), bundle_dir, args.json_out, live_run=not args.asr_offline)
+        ran = True
+    if getattr(args, "robustness", False):
+        from perceptd.bench.robustness import main as robustness_main
+
+        robustness_main(Path(args.config), args.json_out)
+        ran = True
+    if not ran:
+        raise UserError("choose a benchmark: --models, --pipeline, --all, --zeroshot, --asr, --robustness")
+    return 0

@@ -77,7 +77,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     from perceptd.daemon.control.client import send_request
 
     reply = send_request(_control_endpoint(args), {"type": "command", "text": args.text},
-                         timeout_s=args.timeout)
+                         timeout_s=args.timeout, curve=_client_curve(args))
     print(json.dumps(reply) if args.json else ("ok" if reply.get("ok") else reply.get("error")))
     return 0 if reply.get("ok") else 1
 
@@ -85,15 +85,23 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from perceptd.daemon.control.client import send_request
 
-    reply = send_request(_control_endpoint(args), {"type": "status"}, timeout_s=args.timeout)
+    reply = send_request(_control_endpoint(args), {"type": "status"}, timeout_s=args.timeout,
+                         curve=_client_curve(args))
     if args.json:
         print(json.dumps(reply, indent=2))
     else:
         _print_status(reply)
-    return 0 if reply.get("ok") else 1
+    healthy = (reply.get("health") or {}).get("healthy", True)
+    return 0 if reply.get("ok") and healthy else 1
 
 
 def _print_status(r: dict) -> None:
+    h = r.get("health")
+    if h:  # the same verdict as /healthz (one function computes both)
+        verdict = "healthy" if h["healthy"] else "UNHEALTHY: " + "; ".join(h["problems"])
+        print(f"{verdict}  ({r.get('summary', '')})")
+        if h.get("warnings"):
+            print(f"  warnings: {'; '.join(h['warnings'])}")
     print(f"state {r.get('state')}  model {r.get('model_version')}  uptime {r.get('uptime_s')} s  "
           f"run {r.get('run_id')}")
     for name, s in (r.get("sources") or {}).items():
@@ -105,12 +113,14 @@ def _print_status(r: dict) -> None:
     for name, s in (r.get("stages") or {}).items():
         print(f"  stage  {name:<12} items {s['items']}  errors {s['errors']}")
     print(f"  providers {r.get('providers')}")
+    if r.get("http_endpoint"):
+        print(f"  http {r['http_endpoint']}/healthz  {r['http_endpoint']}/metrics")
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
     from perceptd.daemon.control.client import format_message, subscribe
 
-    for _topic, msg in subscribe(_events_endpoint(args), args.topics or ()):
+    for _topic, msg in subscribe(_events_endpoint(args), args.topics or (), curve=_client_curve(args)):
         print(json.dumps(msg) if args.json else format_message(msg), flush=True)
     return 0
 
@@ -139,6 +149,116 @@ def _events_endpoint(args: argparse.Namespace) -> str:
     from perceptd.daemon.config import load_config
 
     return _connect_uri(load_config(_config_path(args)).publish.endpoint)
+
+
+def _client_curve(args: argparse.Namespace):
+    """CURVE client keys: --client-key/--server-key, else the config's security section."""
+    from perceptd.daemon.security.curve import CurveClient
+
+    if args.client_key or args.server_key:
+        if not (args.client_key and args.server_key):
+            raise UserError("--client-key and --server-key go together")
+        return CurveClient.from_files(Path(args.client_key), Path(args.server_key))
+    if not _config_path(args).exists():
+        return None
+    from perceptd.daemon.config import load_config
+
+    return CurveClient.from_config(load_config(_config_path(args)).security)
+
+
+def _add_client_keys(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--client-key", metavar="FILE", help="CURVE client key pair (NAME.key_secret); "
+                   "default: security.keys_dir of the config when security.curve is on")
+    p.add_argument("--server-key", metavar="FILE", help="the daemon's public key (server.key)")
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from perceptd.daemon.security.curve import generate_keys
+
+    for path in generate_keys(Path(args.dir), args.client or ["client"], force=args.force):
+        print(f"wrote {path}")
+    print(f"clients on the allowlist: {Path(args.dir) / 'authorized'}/ (remove a file to revoke)")
+    return 0
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from perceptd.daemon.samples.cli import samples_main
+
+    return samples_main(args)
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from perceptd.export.retrain import retrain_main
+
+    return retrain_main(args)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from perceptd.daemon.reload import rollback_main
+
+    return rollback_main(args)
+
+
+def _add_samples_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("samples", help="on-device samples: list, show, stats, label, purge, export")
+    ssub = p.add_subparsers(dest="samples_action", required=True, metavar="ACTION")
+
+    def action(name: str, hlp: str) -> argparse.ArgumentParser:
+        a = ssub.add_parser(name, help=hlp)
+        _add_config(a)
+        a.add_argument("--json", action="store_true", help="machine-readable output")
+        a.set_defaults(func=cmd_samples)
+        return a
+
+    a = action("list", "logged samples, newest first")
+    g = a.add_mutually_exclusive_group()
+    g.add_argument("--labelled", action="store_true", help="only labelled samples")
+    g.add_argument("--unlabelled", action="store_true", help="only unlabelled samples")
+    a.add_argument("--trigger", help="only this trigger (low_confidence, disagreement, label, ...)")
+    a.add_argument("--limit", type=int, help="at most this many")
+    action("show", "one sample: metadata, top scores, labels").add_argument("id")
+    action("stats", "counts, bytes, labels, drops")
+    a = action("label", "label a sample with an event ('none': it shows none of them)")
+    a.add_argument("id")
+    a.add_argument("event")
+    a.add_argument("--negative", action="store_true", help="the event is NOT in this sample")
+    a = action("unlabel", "remove a sample's label(s)")
+    a.add_argument("id")
+    a.add_argument("event", nargs="?")
+    a = action("purge", "delete samples (labelled ones too unless --unlabelled)")
+    a.add_argument("--older-than", metavar="DURATION", help="e.g. 30d, 12h, 90m")
+    a.add_argument("--all", action="store_true", help="every sample")
+    a.add_argument("--unlabelled", action="store_true", help="only unlabelled samples")
+    action("export", "decrypted copy (npz + jsonl) for training elsewhere").add_argument("dir")
+
+
+def _add_retrain_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("retrain", help="fine-tune the fusion head on labelled samples, gate, promote")
+    _add_config(p)
+    p.add_argument("--promote", action="store_true",
+                   help="promote a bundle that passes the gate and ask the daemon to reload")
+    p.add_argument("--json", action="store_true", help="print the gate report JSON on stdout")
+    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torch.distributed)")
+    p.add_argument("--epochs", type=int, help="override samples.retrain.epochs")
+    p.add_argument("--lr", type=float, help="override samples.retrain.lr")
+    p.add_argument("--seed", type=int, help="override samples.retrain.seed")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="training device")
+    p.add_argument("--shuffle-labels", action="store_true",
+                   help="sanity check: train on permuted labels (the gate must refuse the result)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon swap")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("rollback", help="restore the previous bundle (and reload the daemon)")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon swap")
+    p.set_defaults(func=cmd_rollback)
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from perceptd.service import install_main
+
+    return install_main(args)
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -175,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--endpoint", help="control endpoint (default: from the config)")
         p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
         p.add_argument("--json", action="store_true", help="print the raw JSON reply")
+        _add_client_keys(p)
         p.set_defaults(func=fn)
 
     p = sub.add_parser("tail", help="subscribe and print events")
@@ -182,7 +303,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topics", nargs="*", help="topic prefixes (event., vision, audio, ...)")
     p.add_argument("--endpoint", help="events endpoint (default: from the config)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_client_keys(p)
     p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("keys", help="CURVE keys for the events and control sockets")
+    ksub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    k = ksub.add_parser("generate", help="server + client key pairs; clients go on the allowlist")
+    k.add_argument("dir", help="keys folder (security.keys_dir)")
+    k.add_argument("--client", action="append", metavar="NAME",
+                   help="client key pair to make (repeatable; default: client)")
+    k.add_argument("--force", action="store_true", help="replace existing keys")
+    k.set_defaults(func=cmd_keys)
+
+    from perceptd.service import DEFAULT_CONFIG as UNIT_CONFIG
+    p = sub.add_parser("install-service", help="render and install the systemd units")
+    p.add_argument("--prefix", default="/", help="root to install under (default /)")
+    p.add_argument("--dry-run", action="store_true", help="print the units, write nothing")
+    p.add_argument("--user", help="run as this existing user (default: a systemd DynamicUser)")
+    p.add_argument("--exe", help="perceptd executable (default: this installation's)")
+    p.add_argument("--config", dest="config_path", default=UNIT_CONFIG,
+                   help=f"config file the service reads (default {UNIT_CONFIG})")
+    p.add_argument("--memory-max", default="2G", help="MemoryMax= of the daemon (default 2G)")
+    p.add_argument("--cpu-quota", default="200%", help="CPUQuota= of the daemon (default 200%%)")
+    p.add_argument("--watchdog-sec", type=int, default=30, help="WatchdogSec= (default 30)")
+    p.add_argument("--retrain-at", default="*-*-* 03:00:00", help="OnCalendar= of the retrain timer")
+    p.set_defaults(func=cmd_install_service)
 
     p = sub.add_parser("check-config", help="validate a config file")
     _add_config(p)
@@ -194,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="bundle root (default: bundle.dir from the config)")
     p.add_argument("--only", action="append", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_export)
+
+    _add_samples_parser(sub)
+    _add_retrain_parsers(sub)
 
     p = sub.add_parser("probe", help="one shot through the bundle (image, audio, text)")
     _add_config(p)
@@ -208,9 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--models", action="store_true", help="per-model ORT vs PyTorch latency")
     p.add_argument("--zeroshot", action="store_true", help="zero-shot quality of the vocabulary")
+    p.add_argument("--asr", action="store_true",
+                   help="spoken commands: accuracy, false accepts, latency, recognizer CPU share")
+    p.add_argument("--asr-offline", action="store_true", help="--asr without the live daemon run")
+    p.add_argument("--robustness", action="store_true",
+                   help="decision stability under perturbed input and FGSM -> docs/robustness.md")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--json", dest="json_out", help="also write the JSON here")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per point")
+    from perceptd.bench_cli import add_arguments as add_bench_arguments
+
+    add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
     return parser
 

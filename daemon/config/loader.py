@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from perceptd.daemon.config.root import Config
+from perceptd.daemon.security.curve import validation_context
 
 
 class ConfigError(Exception):
@@ -16,8 +17,13 @@ class ConfigError(Exception):
 
     def __init__(self, source: str, lines: list[str]) -> None:
         self.source = source
-        self.lines = lines
+        self.lines = [_one_line(line) for line in lines]
         super().__init__("\n".join(f"{source}: {line}" for line in lines))
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a field name, say) are shown escaped: one error, one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -50,16 +56,33 @@ def _lines(err: ValidationError) -> list[str]:
     return lines
 
 
+def _nul_fields(data: Any, loc: tuple[Any, ...] = ()) -> list[str]:
+    """Strings holding a NUL byte (never valid, and fatal to path handling) by field path."""
+    if isinstance(data, str):
+        return [f"{_path(loc)}: contains a NUL byte"] if "\x00" in data else []
+    if isinstance(data, dict):
+        return [ln for k, v in data.items() for ln in _nul_fields(v, (*loc, k))]
+    if isinstance(data, list):
+        return [ln for i, v in enumerate(data) for ln in _nul_fields(v, (*loc, i))]
+    return []
+
+
 def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, [f"<root>: expected a mapping, got {type(data).__name__}"])
+    bad = _nul_fields(data)
+    if bad:
+        raise ConfigError(source, bad)
     try:
-        cfg = Config.model_validate(data)
+        cfg = Config.model_validate(data, context=validation_context(data))
     except ValidationError as err:
         raise ConfigError(source, _lines(err)) from None
-    return cfg.resolved(base_dir or Path.cwd())
+    try:
+        return cfg.resolved(base_dir or Path.cwd())
+    except (OSError, ValueError) as exc:  # a path the OS cannot resolve
+        raise ConfigError(source, [f"<paths>: cannot resolve a configured path ({exc})"]) from None
 
 
 def load_config(path: Path | str) -> Config:

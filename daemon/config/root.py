@@ -9,12 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from perceptd.daemon.config.events import EventConfig, check_unique_names
 from perceptd.daemon.control.server import ControlConfig
+from perceptd.daemon.health.http import HttpConfig
 from perceptd.daemon.pipeline.audio_stage import AudioStageConfig
 from perceptd.daemon.pipeline.vision_stage import VisionStageConfig
+from perceptd.daemon.publish.mqtt import MqttConfig
 from perceptd.daemon.publish.zmq_pub import PublisherConfig
+from perceptd.daemon.samples.config import SamplesConfig
+from perceptd.daemon.security.curve import SecurityConfig
 from perceptd.daemon.sources.camera import CameraConfig
 from perceptd.daemon.sources.microphone import MicrophoneConfig
 from perceptd.daemon.sources.wavfile import WavFileConfig
+from perceptd.daemon.speech.config import SpeechConfig
 
 
 class _Section(BaseModel):
@@ -33,6 +38,10 @@ class RuntimeConfig(_Section):
 
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: CUDA when present")
     intra_op_threads: int = Field(1, ge=1, le=64, description="threads per session")
+    tensorrt: bool = Field(True, description="on a GPU, prefer TensorRT where its libraries load")
+    tensorrt_cache: Path = Field(
+        Path("state/tensorrt"), description="TensorRT engine cache (a restart reuses built engines)"
+    )
 
 
 class FusionConfig(_Section):
@@ -90,10 +99,15 @@ class Config(_Section):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     vision: VisionStageConfig = Field(default_factory=VisionStageConfig)
     audio: AudioStageConfig = Field(default_factory=AudioStageConfig)
+    speech: SpeechConfig = Field(default_factory=SpeechConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     publish: PublisherConfig = Field(default_factory=PublisherConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    samples: SamplesConfig = Field(default_factory=SamplesConfig)
     events: list[EventConfig] = Field(default_factory=list, description="the event vocabulary")
 
     _check_events = field_validator("events")(classmethod(lambda cls, v: check_unique_names(v)))
@@ -108,9 +122,15 @@ class Config(_Section):
         data = self.model_copy(deep=True)
         if not data.bundle.dir.is_absolute():
             data.bundle.dir = (base / data.bundle.dir).resolve()
+        if not data.runtime.tensorrt_cache.is_absolute():
+            data.runtime.tensorrt_cache = (base / data.runtime.tensorrt_cache).resolve()
+        data.samples = data.samples.resolved(base)
+        data.speech = data.speech.resolved(base)
         for f in data.sources.audio_files:
             if not f.path.is_absolute():
                 f.path = (base / f.path).resolve()
+        data.security = data.security.resolved(base)
+        data.mqtt = data.mqtt.resolved(base)
         for cam in data.sources.cameras:
             if "://" not in cam.uri and not cam.uri.isdigit() and not cam.uri.startswith("/"):
                 cam.uri = str((base / cam.uri).resolve())

@@ -16,6 +16,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from perceptd.daemon.messages import dumps
+from perceptd.daemon.security.curve import CurveClient
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,22 @@ class ControlError(RuntimeError):
     """The daemon could not be reached or answered nonsense; str() is one clear line."""
 
 
-def _wait_connected(sock: zmq.Socket, endpoint: str, deadline: float) -> None:
-    """Return once connected; fail fast when nothing listens (the daemon is not running)."""
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
+def _wait_connected(sock: zmq.Socket, endpoint: str, deadline: float,
+                    curve: CurveClient | None = None, fail_if_absent: bool = True) -> None:
+    """Return once the ZMTP handshake succeeded; fail fast when nothing listens (the daemon
+    is not running) or when the daemon refuses our keys (CURVE on one side only, or a key
+    that is not on its allowlist)."""
+    if curve is not None:
+        curve.apply(sock)
     if endpoint.startswith("inproc://"):
         sock.connect(endpoint)
         return
-    mon = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED)
+    mon = sock.get_monitor_socket(zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_DISCONNECTED
+                                  | zmq.EVENT_HANDSHAKE_SUCCEEDED | _HANDSHAKE_FAILED)
     try:
         try:
             sock.connect(endpoint)
@@ -41,11 +52,17 @@ def _wait_connected(sock: zmq.Socket, endpoint: str, deadline: float) -> None:
         while True:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 or not mon.poll(left_ms):
+                if not fail_if_absent:
+                    return
                 raise ControlError(f"perceptd is not reachable at {endpoint} (connect timed out)")
             event = recv_monitor_message(mon)["event"]
-            if event == zmq.EVENT_CONNECTED:
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 return
-            if event == zmq.EVENT_CONNECT_RETRIED:
+            if event & _HANDSHAKE_FAILED or event == zmq.EVENT_DISCONNECTED:
+                hint = ("our key is not on its allowlist, or the server key is wrong"
+                        if curve is not None else "it requires CURVE keys (--client-key/--server-key)")
+                raise ControlError(f"perceptd at {endpoint} refused the connection: {hint}")
+            if event == zmq.EVENT_CONNECT_RETRIED and fail_if_absent:
                 raise ControlError(f"perceptd is not running: nothing listens at {endpoint}")
     finally:
         sock.disable_monitor()
@@ -58,6 +75,7 @@ def send_request(
     timeout_s: float = 3.0,
     *,
     ctx: zmq.Context | None = None,
+    curve: CurveClient | None = None,
 ) -> dict[str, Any]:
     """Send one control request (a dict, or a bare string = a command) and return the reply.
 
@@ -71,7 +89,7 @@ def send_request(
     sock.setsockopt(zmq.LINGER, 0)
     try:
         deadline = time.monotonic() + timeout_s
-        _wait_connected(sock, endpoint, deadline)
+        _wait_connected(sock, endpoint, deadline, curve)
         sock.setsockopt(zmq.SNDTIMEO, max(1, int((deadline - time.monotonic()) * 1000)))
         sock.send(data)
         sock.setsockopt(zmq.RCVTIMEO, max(1, int((deadline - time.monotonic()) * 1000)))
@@ -102,6 +120,7 @@ def subscribe(
     *,
     ctx: zmq.Context | None = None,
     timeout_s: float | None = None,
+    curve: CurveClient | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (topic, message) from the events socket; topics are prefixes (none = all).
 
@@ -113,7 +132,8 @@ def subscribe(
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     try:
-        sock.connect(endpoint)
+        # a refused handshake is an error; a daemon not (yet) running is waited for
+        _wait_connected(sock, endpoint, time.monotonic() + 3.0, curve, fail_if_absent=False)
         for t in list(topics) or [""]:
             sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         poll_ms = None if timeout_s is None else int(timeout_s * 1000)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from perceptd.daemon.control.requests import REQUEST_TYPES, RequestError, parse_request
 from perceptd.daemon.messages import dumps
-from perceptd.daemon.publish.zmq_pub import bind_socket, check_bind_endpoint, set_keepalive
+from perceptd.daemon.publish.zmq_pub import bind_socket, check_bind_endpoint, curve_on, set_keepalive
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class ControlConfig(BaseModel):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, v: str, info: ValidationInfo) -> str:
-        return check_bind_endpoint(v, bool(info.data.get("allow_insecure", False)))
+        return check_bind_endpoint(v, bool(info.data.get("allow_insecure", False)) or curve_on(info))
 
 
 class RequestRejected(Exception):
@@ -122,8 +122,11 @@ class ControlServer:
         registry: HandlerRegistry,
         *,
         poll_ms: int = 100,
+        secure: Callable[[zmq.Socket], None] | None = None,
     ) -> None:
+        """`secure` sets up the socket before bind (CURVE server keys)."""
         self._ctx = ctx
+        self._secure = secure
         self._cfg = config
         self._registry = registry
         self._poll_ms = poll_ms
@@ -152,6 +155,8 @@ class ControlServer:
         sock.setsockopt(zmq.MAXMSGSIZE, max(16 * self._cfg.max_request_bytes, 1 << 20))
         set_keepalive(sock)
         try:
+            if self._secure is not None:
+                self._secure(sock)
             self._endpoint = bind_socket(sock, self._cfg.endpoint)
         except zmq.ZMQError as exc:
             sock.close(linger=0)

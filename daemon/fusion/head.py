@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perceptd.daemon.fusion.space import MODALITIES, EventSpace
-from perceptd.daemon.inference.session import SessionOptions, create_session, run
+from perceptd.daemon.inference.session import Runner, SessionOptions, create_session
 
 
 @dataclass(frozen=True)
@@ -17,33 +17,34 @@ class FusionResult:
     scores: np.ndarray  # [B,E]
     weights: np.ndarray  # [B,E,M]
     modality_scores: np.ndarray  # [B,E,M]
-    fused: np.ndarray  # [B,E,D]
+    fused: np.ndarray | None  # [B,E,D]; None on CUDA, where it is left on the device
 
 
 class FusionModel:
     def __init__(self, onnx_path, opts: SessionOptions | None = None) -> None:
         self.session = create_session(onnx_path, opts)
+        self._runner: tuple[EventSpace, Runner] | None = None
+
+    def _runner_for(self, space: EventSpace) -> Runner:
+        """The event tensors are constants of a bundle: on CUDA they go to the device once."""
+        if self._runner is None or self._runner[0] is not space:
+            constants = {
+                "queries": space.queries, "prompt_mask": space.prompt_mask, "allowed": space.allowed,
+                "calib": space.calib, "event_affine": space.affine, "competes": space.competes,
+                "floor": space.floor, "margin": space.margin, "required": space.required,
+            }
+            self._runner = (space, Runner(self.session, constants,
+                                          host_outputs=("scores", "weights", "modality_scores")))
+        return self._runner[1]
 
     def fuse(self, x: np.ndarray, mask: np.ndarray, space: EventSpace) -> FusionResult:
         """x [B,M,D] (anything where mask is 0), mask [B,M] in MODALITIES order."""
         if x.ndim == 2:
             x, mask = x[None], mask[None]
-        out = run(
-            self.session,
-            {
-                "x": np.ascontiguousarray(x, np.float32),
-                "mask": np.ascontiguousarray(mask, np.float32),
-                "queries": space.queries,
-                "prompt_mask": space.prompt_mask,
-                "allowed": space.allowed,
-                "calib": space.calib,
-                "event_affine": space.affine,
-                "competes": space.competes,
-                "floor": space.floor,
-                "margin": space.margin,
-                "required": space.required,
-            },
-        )
+        out = self._runner_for(space).run({
+            "x": np.ascontiguousarray(x, np.float32),
+            "mask": np.ascontiguousarray(mask, np.float32),
+        })
         return FusionResult(out["scores"], out["weights"], out["modality_scores"], out["fused"])
 
 

@@ -14,8 +14,11 @@ class Notifier:
         addr = address if address is not None else os.environ.get("NOTIFY_SOCKET", "")
         self.address = ("\0" + addr[1:]) if addr.startswith("@") else addr
         self._sock: socket.socket | None = None
+        self.failures = 0
         if self.address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            # never block: a manager that stopped reading must not wedge our stop() or watchdog
+            self._sock.setblocking(False)
 
     @property
     def enabled(self) -> bool:
@@ -27,7 +30,9 @@ class Notifier:
         try:
             self._sock.sendto(message.encode(), self.address)
         except OSError as exc:  # systemd gone or socket full: never fatal
-            log.warning("event=sd_notify_failed error=%s", exc)
+            self.failures += 1
+            if self.failures == 1 or self.failures % 100 == 0:
+                log.warning("event=sd_notify_failed error=%s failures=%d", exc, self.failures)
 
     def watchdog_interval_s(self) -> float | None:
         """Half of WatchdogSec (systemd's advice), or None when the watchdog is off."""

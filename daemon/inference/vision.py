@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from perceptd.daemon.inference.session import SessionOptions, create_session
+from perceptd.daemon.inference.session import Runner, SessionOptions, create_session
 
 INPUT_SIZE = 224
 INPUT_NAME = "image"
@@ -72,6 +72,7 @@ class VisionModel:
             raise ValueError(f"vision preprocessing.resize: unknown method {self.resize!r}")
         self.labels = list(labels)
         self.session = create_session(onnx_path, options)
+        self._runner = Runner(self.session)  # IO binding on CUDA: one input copy per batch
         self._input = self.session.get_inputs()[0].name
         if len(self.labels) != self.session.get_outputs()[0].shape[1]:
             raise ValueError(
@@ -87,10 +88,8 @@ class VisionModel:
         """uint8 [B,224,224,3] RGB (from `preprocess`, stacked) -> outputs for the batch."""
         if batch.ndim == 3:
             batch = batch[None]
-        probs, features, embed = self.session.run(
-            list(OUTPUT_NAMES), {self._input: np.ascontiguousarray(batch, dtype=np.uint8)}
-        )
-        return VisionOutput(probs=probs, features=features, embed=embed)
+        out = self._runner.run({self._input: np.ascontiguousarray(batch, dtype=np.uint8)})
+        return VisionOutput(probs=out["probs"], features=out["features"], embed=out["embed"])
 
     def top_k(self, probs_row: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """The k most probable (label, probability) pairs, most probable first."""

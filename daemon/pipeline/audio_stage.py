@@ -8,6 +8,7 @@ mapped back to the monotonic clock through each chunk's capture stamp.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ class AudioStage(Worker[AudioChunk]):
         self.cfg = cfg
         self.on_segment = on_segment
         self.streams: dict[str, _Stream] = {}
+        self.keep_pcm = False  # set when samples may store raw audio
         self.segments = 0
         self.windows = 0
 
@@ -114,7 +116,9 @@ class AudioStage(Worker[AudioChunk]):
     def _process_source(self, m, source: str, chunks: list[AudioChunk]) -> None:
         s = self._stream(source)
         for c in chunks:
+            t0 = time.perf_counter()
             prob = float(m.vad.step(c.pcm[None, :], [s.vad])[0])
+            self.timings.observe("vad", m, time.perf_counter() - t0)
             s.probs.append(prob)
             first = s.samples
             s.samples += c.pcm.size
@@ -147,7 +151,9 @@ class AudioStage(Worker[AudioChunk]):
             self.on_segment(SpeechSegmentAudio(source, start_ns, end_ns, clip))
 
     def _tag(self, m, source: str, s: _Stream, pats: np.ndarray, starts: np.ndarray) -> None:
+        t0 = time.perf_counter()
         out = m.audio.infer(pats)
+        self.timings.observe("audio", m, time.perf_counter() - t0)
         span = s.patches.patch_span_samples
         tops = m.audio.top_k(out.scores, self.cfg.top_k)
         recent = list(s.probs)[-31:]  # ~1 s of VAD probabilities
@@ -156,10 +162,20 @@ class AudioStage(Worker[AudioChunk]):
             w0, w1 = self._ns_at(s, int(start)), self._ns_at(s, int(start) + span)
             top = tuple(tops[i])
             self.windows += 1
-            self.fusion.put(ModalityOutput("audio", source, w1, out.embed[i], top,
-                                           {"speech_prob": speech_prob}))
+            extra = {"speech_prob": speech_prob, "embedding": out.embeddings[i]}
+            if self.keep_pcm:  # the window's audio, for samples that may store raw audio
+                extra["pcm"] = self._window_pcm(s, int(start), span)
+            self.fusion.put(ModalityOutput("audio", source, w1, out.embed[i], top, extra))
             self.publish.put(Outbound(AudioMessage(source=source, top=top, speech_prob=speech_prob,
                                                    window_start_ns=w0, window_end_ns=w1), w1))
+
+    @staticmethod
+    def _window_pcm(s: _Stream, start: int, span: int) -> np.ndarray:
+        if not s.ring:
+            return np.zeros(0, np.float32)
+        first = s.ring[0][0]
+        pcm = np.concatenate([p for _, p in s.ring])
+        return pcm[max(0, start - first): max(0, start + span - first)].copy()
 
     def finish(self) -> None:
         for source, s in self.streams.items():

@@ -20,6 +20,7 @@ from perceptd.daemon.events.decoder import EventDecoder, Transition
 from perceptd.daemon.fusion.head import FusionResult
 from perceptd.daemon.fusion.space import MODALITIES
 from perceptd.daemon.fusion.timeline import ModalityOutput, Row, Timeline
+from perceptd.daemon.health.stats import ModelTimings
 from perceptd.daemon.messages import CommandMessage, EventMessage, ModalityScore, Outbound
 from perceptd.daemon.pipeline.queues import BoundedQueue
 
@@ -31,6 +32,15 @@ NS = 1_000_000_000
 class Explanation:
     modalities: dict[str, ModalityScore]
     t_capture_ns: int
+
+
+@dataclass(frozen=True)
+class FusedRow:
+    """One timeline row and what the head said about it (read by the sample logger)."""
+
+    row: Row
+    scores: np.ndarray  # [E] every event's score on this row (this window's evaluation)
+    modality_scores: np.ndarray  # [E,M]
 
 
 @dataclass
@@ -45,6 +55,8 @@ class FusionStats:
 class FusionStage:
     """Owns the timeline and the decoders; the only writer of fused events."""
 
+    name = "fusion"
+
     def __init__(
         self,
         inbox: BoundedQueue[ModalityOutput],
@@ -52,8 +64,10 @@ class FusionStage:
         models: Callable[[], object],
         events: list[EventConfig],
         tick_ms: int = 100,
-        on_event: Callable[[Transition, Explanation, FusionResult | None], str | None] | None = None,
+        on_event: Callable[[Transition, Explanation, FusionResult | None, FusedRow | None],
+                           str | None] | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
+        on_evaluate: Callable[[int, dict[str, FusedRow]], None] | None = None,
     ) -> None:
         self.inbox = inbox
         self.publish = publish
@@ -61,6 +75,7 @@ class FusionStage:
         self.events = list(events)
         self.tick_s = tick_ms / 1000
         self.on_event = on_event  # sample logging hook: returns a sample id or None
+        self.on_evaluate = on_evaluate  # sample logging hook: each event's best row, per evaluation
         self.clock = clock
         self.timeline = Timeline()
         self.decoders = {e.name: EventDecoder(e) for e in self.events}
@@ -69,6 +84,7 @@ class FusionStage:
         self.stats = FusionStats()
         self._thread: threading.Thread | None = None
         self.heartbeat_ns = 0
+        self.timings = ModelTimings()  # fusion head time per provider, for /metrics
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fusion", daemon=True)
@@ -113,20 +129,27 @@ class FusionStage:
             rows = self.timeline.rows(now, w)
             x = np.stack([r.x for r in rows])
             mask = np.stack([r.mask for r in rows])
+            t_inf = time.perf_counter()
             per_window[w] = (rows, models.fusion.fuse(x, mask, models.space))
+            self.timings.observe("fusion", models, time.perf_counter() - t_inf)
         names = models.space.names
         best: dict[str, tuple[float, Explanation]] = {}
+        fused: dict[str, FusedRow] = {}
         for e in self.events:
             rows, res = per_window[int(e.window_s * NS)]
             i = names.index(e.name)
             r = int(np.argmax(res.scores[:, i]))
             score = float(res.scores[r, i])
             best[e.name] = (score, self._explain(rows[r], res, r, i))
+            if self.on_event is not None or self.on_evaluate is not None:
+                fused[e.name] = FusedRow(rows[r], res.scores[r], res.modality_scores[r])
             tr = self.decoders[e.name].step(score, now)
             if tr is not None:
-                self._emit(tr, best[e.name][1], res)
+                self._emit(tr, best[e.name][1], res, fused.get(e.name))
         if commands:
             self._command_verdicts(commands, best)
+        if self.on_evaluate is not None:
+            self.on_evaluate(now, fused)
         self.timeline.prune(now, max(self._windows))
         self.stats.evaluations += 1
         self.stats.last_eval_ms = (time.perf_counter() - t0) * 1e3
@@ -145,12 +168,13 @@ class FusionStage:
             t_cap = max(t_cap, out.t_capture_ns)
         return Explanation(mods, t_cap)
 
-    def _emit(self, tr: Transition, expl: Explanation, res: FusionResult | None) -> None:
+    def _emit(self, tr: Transition, expl: Explanation, res: FusionResult | None,
+              fused: FusedRow | None = None) -> None:
         if tr.phase == "end" or not expl.modalities:
             expl = self._last.get(tr.event, expl)  # an end explains what it ended
         else:
             self._last[tr.event] = expl
-        sample_id = self.on_event(tr, expl, res) if self.on_event else None
+        sample_id = self.on_event(tr, expl, res, fused) if self.on_event else None
         msg = EventMessage(
             event=tr.event, phase=tr.phase, score=tr.score, modalities=expl.modalities,
             sample_id=sample_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,7 +34,9 @@ class TextStage(Worker[TextCommand]):
 
     def process(self, items: list[TextCommand]) -> None:
         m = self.models()
+        t0 = time.perf_counter()
         vecs = m.text.embed([c.text for c in items])
+        self.timings.observe("text", m, time.perf_counter() - t0)
         sims = np.einsum("nd,epd->nep", vecs, m.space.queries)
         sims = np.where(m.space.prompt_mask[None] > 0, sims, -np.inf)
         for c, v, s in zip(items, vecs, sims, strict=True):

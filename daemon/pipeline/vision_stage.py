@@ -1,11 +1,15 @@
 """Vision: frames -> preprocess (+ motion gate) -> batched encoder across cameras (+ faces).
 
-Two threads: preprocessing (cv2 resize, releases the GIL) overlaps inference (ONNX Runtime,
-releases the GIL) of the previous batch.  Frames of all cameras share one batch.
+Preprocessing (cv2 resize, releases the GIL) runs in its own thread and overlaps inference
+(ONNX Runtime, releases the GIL).  Frames of all cameras share one batch, and `workers`
+inference threads keep that many batches in flight, so a CPU's cores all run the encoder (one
+ORT thread each, no spinning pool) while outputs still leave in capture order.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +33,10 @@ class VisionStageConfig(BaseModel):
     max_batch: int = Field(8, ge=1, le=256, description="frames per encoder call (all cameras)")
     max_wait_ms: float = Field(
         5.0, ge=0, le=1000, description="longest a frame waits for its batch to fill"
+    )
+    workers: int = Field(
+        0, ge=0, le=16,
+        description="encoder batches in flight at once (threads); 0: one per CPU core, at most 4",
     )
     motion_threshold: float = Field(
         0.0, ge=0, le=255,
@@ -101,11 +109,14 @@ class VisionStage(Worker[Prepared]):
         super().__init__(inbox)
         self.batch = cfg.max_batch
         self.batch_wait_s = cfg.max_wait_ms / 1000
+        self.threads = cfg.workers or min(4, len(os.sched_getaffinity(0)))
+        self._face_lock = threading.Lock()
         self.fusion = fusion
         self.publish = publish
         self.models = models
         self.cfg = cfg
         self._last_face_ns: dict[str, int] = {}
+        self.keep_frames = False  # set when samples may store raw frames
         self.batches = 0
         self.infer_s = 0.0
         self.face_s = 0.0
@@ -114,34 +125,48 @@ class VisionStage(Worker[Prepared]):
         m = self.models()  # one bundle per batch, even across a hot swap
         t0 = time.perf_counter()
         out = m.vision.infer(np.stack([p.tensor for p in items]))
-        self.infer_s += time.perf_counter() - t0
-        self.batches += 1
-        for i, p in enumerate(items):
-            top = tuple(m.vision.top_k(out.probs[i], self.cfg.top_k))
-            faces = self._faces(m, p.frame)
-            f = p.frame
-            self.fusion.put(ModalityOutput("vision", f.source_id, f.t_capture_ns, out.embed[i], top))
-            if faces:
-                best = max(fc.score for fc in faces)
-                self.fusion.put(ModalityOutput(
-                    "face", f.source_id, f.t_capture_ns, m.face_anchor,
-                    (("face", float(best)),), {"faces": faces},
-                ))
-            msg = VisionMessage(source=f.source_id, frame_seq=f.seq, top=top, faces=tuple(
-                Face(box=tuple(float(v) for v in fc.box), score=float(fc.score)) for fc in faces or ()
+        dt = time.perf_counter() - t0
+        with self._lock:
+            self.infer_s += dt
+            self.timings.observe("vision", m, dt)
+            self.batches += 1
+        tops = [tuple(m.vision.top_k(out.probs[i], self.cfg.top_k)) for i in range(len(items))]
+        faces = [self._faces(m, p.frame) for p in items]
+        with self.in_order():
+            for i, p in enumerate(items):
+                self._emit(m, p.frame, out, i, tops[i], faces[i])
+
+    def _emit(self, m, f: Frame, out, i: int, top, faces) -> None:
+        extra = {"features": out.features[i]}  # encoder feature: sample logging keeps it
+        if self.keep_frames:
+            extra["frame"] = f.image
+        self.fusion.put(ModalityOutput("vision", f.source_id, f.t_capture_ns, out.embed[i], top,
+                                       extra))
+        if faces:
+            best = max(fc.score for fc in faces)
+            self.fusion.put(ModalityOutput(
+                "face", f.source_id, f.t_capture_ns, m.face_anchor,
+                (("face", float(best)),), {"faces": faces},
             ))
-            self.publish.put(Outbound(msg, f.t_capture_ns))
+        msg = VisionMessage(source=f.source_id, frame_seq=f.seq, top=top, faces=tuple(
+            Face(box=tuple(float(v) for v in fc.box), score=float(fc.score)) for fc in faces or ()
+        ))
+        self.publish.put(Outbound(msg, f.t_capture_ns))
 
     def _faces(self, m, f: Frame):
         if not self.cfg.faces or m.face is None:
             return None
-        last = self._last_face_ns.get(f.source_id, 0)
-        if f.t_capture_ns - last < self.cfg.face_interval_s * 1e9:
-            return None
-        self._last_face_ns[f.source_id] = f.t_capture_ns
+        with self._face_lock:  # several workers: one detection per camera per interval
+            last = self._last_face_ns.get(f.source_id, 0)
+            if f.t_capture_ns - last < self.cfg.face_interval_s * 1e9:
+                return None
+            self._last_face_ns[f.source_id] = f.t_capture_ns
         t0 = time.perf_counter()
         faces = m.face.detect(f.image)
-        self.face_s += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        with self._lock:
+            self.face_s += dt
+            self.timings.observe("face", m, dt)
         return faces
 
     def stats(self) -> dict:

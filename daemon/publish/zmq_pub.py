@@ -111,7 +111,12 @@ class PublisherConfig(BaseModel):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, v: str, info: ValidationInfo) -> str:
-        return check_bind_endpoint(v, bool(info.data.get("allow_insecure", False)))
+        return check_bind_endpoint(v, bool(info.data.get("allow_insecure", False)) or curve_on(info))
+
+
+def curve_on(info: ValidationInfo) -> bool:
+    """CURVE (security.curve, passed as validation context by the loader) permits wide binds."""
+    return bool((info.context or {}).get("curve"))
 
 
 # --------------------------------------------------------------------------- publisher
@@ -150,17 +155,22 @@ class EventPublisher:
         *,
         model_version: Callable[[], str] = lambda: "unknown",
         observer: Callable[[Envelope], None] | None = None,
+        tap: Callable[[Envelope, bytes], None] | None = None,
+        secure: Callable[[zmq.Socket], None] | None = None,
         xpub: bool = False,
         poll_s: float = 0.1,
         drain_timeout_s: float = 1.0,
     ) -> None:
         """`model_version` is read per message (a hot swap shows at once); `observer` sees
-        every sent envelope (latency metrics); `xpub` lets tests wait for subscribers."""
+        every sent envelope (latency metrics); `tap` also gets the exact JSON frame (bridges);
+        `secure` sets up the socket before bind (CURVE); `xpub` lets tests wait for subscribers."""
         self._ctx = ctx
         self._cfg = config
         self._inbox = inbox
         self._model_version = model_version
         self._observer = observer
+        self._tap = tap
+        self._secure = secure
         self._xpub = xpub
         self._poll_s = poll_s
         self._drain_timeout_s = drain_timeout_s
@@ -192,6 +202,8 @@ class EventPublisher:
         if self._xpub:
             sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         try:
+            if self._secure is not None:
+                self._secure(sock)
             self._endpoint = bind_socket(sock, self._cfg.endpoint)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
@@ -326,6 +338,11 @@ class EventPublisher:
                 self._observer(env)
             except Exception as exc:  # metrics must never cost a message
                 log.warning("publish observer failed error=%r", exc)
+        if self._tap is not None:
+            try:
+                self._tap(env, frames[1])
+            except Exception as exc:  # a bridge must never cost a message either
+                log.warning("publish tap failed error=%r", exc)
         return env
 
     def _current_model_version(self) -> str:

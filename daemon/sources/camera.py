@@ -285,7 +285,10 @@ class CameraSource(Source):
 
     def _emit(self, image: np.ndarray, t_ns: int) -> None:
         seq = self._next_seq(t_ns)
-        self._offer(Frame(self.source_id, seq, t_ns, image))
+        # A file is replay: on a `block` queue it waits for room (nothing lost, and no frame
+        # decoded only to be dropped); live sources never wait (_offer ignores `wait` unless
+        # the queue's policy is `block`).
+        self._offer(Frame(self.source_id, seq, t_ns, image), wait=self.uri_kind == "file")
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         """Frames downstream are BGR uint8 HxWx3 of the configured size, whatever came in."""

@@ -253,6 +253,7 @@ class MicrophoneSource(Source):
         open_ns = int(self.cfg.open_timeout_s * 1e9)
         stall_ns = int(self.cfg.stall_timeout_s * 1e9)
         up = False
+        woke = resumed = t_open  # `resumed`: when this process last came back from a pause
         while not self._stop.wait(0.05):
             if self._finished.is_set() or not stream.active:
                 return "stream finished (device gone)"
@@ -261,9 +262,12 @@ class MicrophoneSource(Source):
                 up = True
                 self._mark_up(backoff, "audio arriving")
             now = time.monotonic_ns()
-            if not last and now - t_open > open_ns:
+            if now - woke > stall_ns:  # this thread did not run either (SIGSTOP, VM pause, swap):
+                resumed = now  # the device gets a full stall window to deliver what it buffered
+            woke = now
+            if not last and now - max(t_open, resumed) > open_ns:
                 return "no audio after opening"
-            if last and now - last > stall_ns:
+            if last and now - max(last, resumed) > stall_ns:
                 return "audio callbacks stopped"
         return None
 

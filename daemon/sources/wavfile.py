@@ -59,15 +59,28 @@ def resample(pcm: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
+MIN_RATE, MAX_RATE = 1000, 384_000  # Hz: outside this a header is broken, not exotic
+MAX_SECONDS = 3600.0  # decoded and resampled in memory: a bigger file is refused, not an OOM
+
+
 def load_audio(path: Path | str, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode a sound file to float32 mono at ``rate``; SourceError names the file on failure."""
     p = Path(path)
     try:
+        info = sf.info(str(p))
+        if not MIN_RATE <= info.samplerate <= MAX_RATE:
+            raise SourceError(f"audio file {p}: sample rate {info.samplerate} Hz is outside "
+                              f"{MIN_RATE}-{MAX_RATE} Hz")
+        if info.frames / info.samplerate > MAX_SECONDS:
+            raise SourceError(f"audio file {p}: {info.frames / info.samplerate:.0f} s is longer than "
+                              f"{MAX_SECONDS:.0f} s")
         data, file_rate = sf.read(str(p), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         raise SourceError(f"cannot read audio file {p}: {exc}") from None
     if data.shape[0] == 0:
         raise SourceError(f"audio file {p} holds no samples")
+    if not np.isfinite(data).all():  # NaN would poison the VAD's recurrent state for good
+        raise SourceError(f"audio file {p} holds NaN or infinite samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return resample(mono, int(file_rate), rate)
 

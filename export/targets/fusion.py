@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from importlib import metadata
 
 import numpy as np
@@ -18,6 +19,7 @@ INPUTS = [
     "margin", "required",
 ]
 OUTPUTS = ["scores", "weights", "modality_scores", "fused"]
+HEAD_STATE_FILE = "fusion_head.npz"
 
 
 def _npy(a: np.ndarray) -> bytes:
@@ -50,7 +52,21 @@ def _parity_inputs(ctx: ExportContext) -> list[tuple[np.ndarray, ...]]:
              floor, margin, required)]
 
 
-def targets(ctx: ExportContext, head_state: dict | None = None) -> list[ExportTarget]:
+def _state_npz(head: FusionHead) -> bytes:
+    """The head's weights beside its ONNX file, so a later retrain starts from them."""
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v.detach().cpu().numpy() for k, v in head.state_dict().items()})
+    return buf.getvalue()
+
+
+def _calibration_json(calibration: dict[str, list[float]] | None) -> bytes:
+    """Per-event (k, b) read by the daemon (daemon/fusion/space.py); {} = untrained (1, 0)."""
+    table = {name: [float(k), float(b)] for name, (k, b) in sorted((calibration or {}).items())}
+    return json.dumps(table, indent=1).encode()
+
+
+def targets(ctx: ExportContext, head_state: dict | None = None,
+            calibration: dict[str, list[float]] | None = None) -> list[ExportTarget]:
     head: FusionHead = load_fusion_head(head_state)
     parity = _parity_inputs(ctx)
     example = tuple(torch.from_numpy(a) for a in parity[0])
@@ -87,6 +103,8 @@ def targets(ctx: ExportContext, head_state: dict | None = None) -> list[ExportTa
             },
             source={"package": "perceptd", "version": metadata.version("perceptd"),
                     "license": "Apache-2.0", "notes": "fusion head defined in models/fusion_head.py"},
-            extra_files={"background_text.npy": _npy(background), "face_anchor.npy": _npy(anchor)},
+            extra_files={"background_text.npy": _npy(background), "face_anchor.npy": _npy(anchor),
+                         "calibration.json": _calibration_json(calibration),
+                         HEAD_STATE_FILE: _state_npz(head)},
         )
     ]

@@ -33,6 +33,7 @@ def daemon_config(tmp: Path, **sections: Any) -> Path:
     cfg["publish"] = {"endpoint": f"tcp://127.0.0.1:{free_tcp_port()}"}
     cfg["control"] = {"endpoint": f"tcp://127.0.0.1:{free_tcp_port()}"}
     cfg["health"] = {"interval_s": 1.0}
+    cfg["http"] = {"port": free_tcp_port()}  # never the default 9460: tests run side by side
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key] = {**cfg[key], **value}
@@ -46,8 +47,10 @@ def daemon_config(tmp: Path, **sections: Any) -> Path:
 class Collector:
     """Subscribes to everything and keeps (topic, message) pairs, in arrival order."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, curve: Any = None) -> None:
+        """`curve`: a CurveClient (perceptd.daemon.security.curve) for a CURVE daemon."""
         self.endpoint = endpoint
+        self.curve = curve
         self.messages: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -58,8 +61,11 @@ class Collector:
     def _run(self) -> None:
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.setsockopt(zmq.RCVHWM, 0)  # a starved test thread must not drop (seq-gap checks)
         sock.setsockopt(zmq.RCVTIMEO, 100)
         sock.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self.curve.apply(sock)
         sock.connect(self.endpoint)
         while not self._stop.is_set():
             try:
@@ -76,6 +82,13 @@ class Collector:
     def snapshot(self, pred: Callable[[dict[str, Any]], bool] = lambda m: True) -> list[dict]:
         with self._lock:
             return [m for m in self.messages if pred(m)]
+
+    def pop_older(self, t_recv: float) -> list[dict[str, Any]]:
+        """Remove and return the messages received before `t_recv` (long runs keep memory flat)."""
+        with self._lock:
+            old = [m for m in self.messages if m["_t_recv"] < t_recv]
+            self.messages = [m for m in self.messages if m["_t_recv"] >= t_recv]
+        return old
 
     def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float,
                  since: float = 0.0) -> dict[str, Any]:
@@ -97,11 +110,16 @@ class Collector:
 class DaemonProcess:
     """`perceptd run -c CONFIG [args]` in a child process, stopped with SIGTERM."""
 
-    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None,
+                 curve: Any = None) -> None:
+        """`curve`: the CurveClient that `request` uses (a CURVE daemon refuses others)."""
         self.config = config
+        self.curve = curve
         cfg = yaml.safe_load(config.read_text())
         self.events_endpoint = cfg["publish"]["endpoint"]
         self.control_endpoint = cfg["control"]["endpoint"]
+        http = cfg.get("http") or {}
+        self.http_endpoint = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 9460)}"
         self.log_path = config.parent / "daemon.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -112,7 +130,7 @@ class DaemonProcess:
     def request(self, payload: Any, timeout: float = 5.0) -> dict[str, Any]:
         from perceptd.daemon.control.client import send_request
 
-        return send_request(self.control_endpoint, payload, timeout_s=timeout)
+        return send_request(self.control_endpoint, payload, timeout_s=timeout, curve=self.curve)
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

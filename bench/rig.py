@@ -1,0 +1,323 @@
+"""The daemon under test, run as `perceptd run` in its own process, and what watches it.
+
+A child process is the honest setting: the daemon has its own interpreter (its own GIL), as
+deployed, and the watchers here (a SUB socket, a command sender, a /proc sampler) cost it
+nothing but the CPU they take, which is measured and reported beside the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+import zmq
+
+from perceptd.bench import media
+
+REPO = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One end-to-end configuration: N file-fed cameras (+ a WAV, + commands)."""
+
+    name: str
+    streams: int
+    realtime: bool  # False: max rate (240 fps files, `block` queues); True: live-like
+    fps: float = 30.0  # realtime only: the source rate (15 reads a 30 fps file at 15)
+    audio: bool = True
+    commands_per_s: float = 1.0
+    device: str = "cpu"
+
+
+def scenario_config(sc: Scenario, bundle_dir: Path, threads: int = 1,
+                    vision: dict[str, Any] | None = None, base: Path | None = None) -> dict[str, Any]:
+    """The config (default: the repo's config.yaml) with the scenario's sources, queues, bundle
+    and free ports; everything else (events, vision, audio, speech) as configured."""
+    cfg = yaml.safe_load((base or REPO / "config.yaml").read_text()) or {}
+    file_fps = 30 if sc.realtime else 240
+    cams = [{"id": f"cam{i}", "uri": str(media.video(i, file_fps)), "loop": True,
+             "fps": sc.fps if sc.realtime else None} for i in range(sc.streams)]
+    cfg["sources"] = {"cameras": cams, "audio_files": (
+        [{"id": "wav0", "path": str(media.speech_wav()), "loop": True, "realtime": True}]
+        if sc.audio else [])}
+    live = "drop_oldest" if sc.realtime else "block"
+    # queues hold ~2 frames per stream (at least the defaults 8 and 16): 64 live cameras need
+    # more room than 8 frames to ride out one slow batch
+    cfg["pipeline"] = {**(cfg.get("pipeline") or {}),
+                       "frames": {"size": max(8, 2 * sc.streams), "policy": live},
+                       "prepared": {"size": max(16, 2 * sc.streams), "policy": live}}
+    cfg["bundle"] = {"dir": str(bundle_dir.parent), "version": bundle_dir.name}
+    cfg["runtime"] = {"device": sc.device, "intra_op_threads": threads}
+    cfg["publish"] = {"endpoint": f"tcp://127.0.0.1:{free_port()}", "sndhwm": 100_000}
+    cfg["control"] = {"endpoint": f"tcp://127.0.0.1:{free_port()}"}
+    cfg["health"] = {"interval_s": 1.0}
+    if vision:
+        cfg["vision"] = {**cfg.get("vision", {}), **vision}
+    return cfg
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_mb(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
+
+
+def proc_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def system_busy_s() -> float:
+    """CPU seconds all cores spent busy since boot (user+nice+system+irq+softirq+steal)."""
+    parts = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    v = [int(x) for x in parts]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK_TCK
+
+
+class CpuWindow:
+    """CPU used by the daemon, by this process and by everything else, over a window."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.t0 = time.monotonic()
+        self.d0 = proc_cpu_s(pid)
+        self.m0 = time.process_time()
+        self.s0 = system_busy_s()
+
+    def read(self) -> dict[str, float]:
+        dt = time.monotonic() - self.t0
+        daemon = (proc_cpu_s(self.pid) - self.d0) / dt
+        bench = (time.process_time() - self.m0) / dt
+        total = (system_busy_s() - self.s0) / dt
+        return {"wall_s": dt, "daemon_cores": daemon, "bench_cores": bench,
+                "other_cores": max(0.0, total - daemon - bench), "system_cores": total}
+
+
+# --------------------------------------------------------------------------- watchers
+
+
+class Collector:
+    """SUB to every topic; keeps per message (topic, seq, t_capture, t_publish, t_recv)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.rows: list[tuple[str, int, int, int, int]] = []
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ctx = zmq.Context()
+        self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.RCVTIMEO, 100)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        while not self._stop.is_set():
+            try:
+                topic, body = sock.recv_multipart()
+            except zmq.Again:
+                continue
+            t_recv = time.monotonic_ns()
+            msg = json.loads(body)
+            row = (topic.decode(), msg["seq"], msg["t_capture_ns"], msg["t_publish_ns"], t_recv)
+            with self._lock:
+                self.rows.append(row)
+                if row[0].startswith("event.") or row[0] == "command":
+                    self.events.append(msg)
+        sock.close(0)
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self.rows)
+
+    def since(self, mark: int) -> list[tuple[str, int, int, int, int]]:
+        with self._lock:
+            return self.rows[mark:]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._ctx.term()
+
+
+class CommandSender:
+    """A text command over the control socket every 1/rate s (what a user or app would do)."""
+
+    def __init__(self, endpoint: str, rate: float) -> None:
+        self.endpoint = endpoint
+        self.period = 1.0 / rate if rate > 0 else 0.0
+        self.sent = 0
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="commands", daemon=True)
+        if self.period:
+            self._thread.start()
+
+    def _run(self) -> None:
+        from perceptd.daemon.control.client import ControlError, send_request
+
+        ctx = zmq.Context()
+        k = 0
+        due = time.monotonic()
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            due += self.period
+            try:
+                reply = send_request(self.endpoint, {"type": "command",
+                                                     "text": media.COMMANDS[k % len(media.COMMANDS)]},
+                                     timeout_s=2.0, ctx=ctx)
+                self.sent += bool(reply.get("ok"))
+                self.failed += not reply.get("ok")
+            except ControlError:
+                self.failed += 1
+            k += 1
+        ctx.term()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(3)
+
+
+@dataclass
+class Samples:
+    t: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+    fds: list[int] = field(default_factory=list)
+    threads: list[int] = field(default_factory=list)
+
+
+class ProcSampler:
+    """RSS, open fds and threads of the daemon every `period` s (the soak figures)."""
+
+    def __init__(self, pid: int, period: float) -> None:
+        self.pid = pid
+        self.period = period
+        self.samples = Samples()
+        self._t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                n_threads = len(os.listdir(f"/proc/{self.pid}/task"))
+                self.samples.rss_mb.append(proc_rss_mb(self.pid))
+                self.samples.fds.append(proc_fds(self.pid))
+                self.samples.threads.append(n_threads)
+                self.samples.t.append(time.monotonic() - self._t0)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+class DaemonRun:
+    """`python -m perceptd run -c CONFIG` with a SUB collector and a command sender."""
+
+    def __init__(self, cfg: dict[str, Any], workdir: Path, env: dict[str, str] | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg
+        self.path = workdir / "perceptd.yaml"
+        self.path.write_text(yaml.safe_dump(cfg))
+        self.log_path = workdir / "daemon.log"
+        self.events_endpoint = cfg["publish"]["endpoint"]
+        self.control_endpoint = cfg["control"]["endpoint"]
+        self._log = self.log_path.open("wb")
+        self.collector = Collector(self.events_endpoint)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "perceptd", "run", "-c", str(self.path)],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO),
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        self.commands: CommandSender | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def status(self, timeout: float = 3.0) -> dict[str, Any]:
+        from perceptd.daemon.control.client import send_request
+
+        return send_request(self.control_endpoint, {"type": "status"}, timeout_s=timeout)
+
+    def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                reply = self.status(timeout=1.0)
+                if reply.get("ok"):
+                    return reply
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"daemon not ready in {timeout} s:\n{self.log()}")
+
+    def start_commands(self, rate: float) -> None:
+        self.commands = CommandSender(self.control_endpoint, rate)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.commands is not None:
+            self.commands.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait(5)
+        self.collector.close()
+        self._log.close()
+        return rc
+
+    def log(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+def percentiles(values_ms: list[float] | np.ndarray) -> dict[str, float | int | None]:
+    v = np.asarray(values_ms, dtype=np.float64)
+    if v.size == 0:
+        return {"p50": None, "p90": None, "p99": None, "max": None, "n": 0}
+    p50, p90, p99 = np.percentile(v, [50, 90, 99])
+    return {"p50": round(float(p50), 2), "p90": round(float(p90), 2), "p99": round(float(p99), 2),
+            "max": round(float(v.max()), 2), "n": int(v.size)}

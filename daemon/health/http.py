@@ -1,0 +1,144 @@
+"""The HTTP side of health: /healthz and /metrics on a small threaded stdlib server.
+
+Loopback by default; a wider bind needs `allow_insecure: true` (HTTP here has neither
+encryption nor authentication, and /metrics tells a lot about the device).  Routes are plain
+callables, so the server knows nothing about the daemon.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9460
+
+# a route: request headers -> (status, content type, body)
+Route = Callable[[dict[str, str]], tuple[int, str, bytes]]
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpConfig(BaseModel):
+    """Health and metrics over HTTP (/healthz, /metrics)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="serve /healthz and /metrics")
+    allow_insecure: bool = Field(
+        False, description="permit a non-loopback host (plain HTTP, no authentication)"
+    )
+    host: str = Field("127.0.0.1", min_length=1, description="address to listen on")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="TCP port (0 = any free port)")
+    required_sources: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="source ids whose loss makes /healthz answer 503 ('*' = every source)",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str, info: ValidationInfo) -> str:
+        if not _is_loopback_host(v) and not info.data.get("allow_insecure", False):
+            raise ValueError(f"{v!r} serves health and metrics beyond loopback; "
+                             "set allow_insecure: true to permit it")
+        return v
+
+
+def json_body(status: int, obj: Any) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "perceptd"
+    sys_version = ""
+    timeout = 10  # a client that never finishes its request cannot hold a thread for long
+    routes: dict[str, Route] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+        self._serve(head=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve(head=True)
+
+    def _serve(self, head: bool) -> None:
+        path = urlsplit(self.path).path.rstrip("/") or "/"
+        route = self.routes.get(path)
+        if route is None:
+            status, ctype, body = json_body(404, {"error": f"no such path {path}",
+                                                  "paths": sorted(self.routes)})
+        else:
+            try:
+                status, ctype, body = route({k.lower(): v for k, v in self.headers.items()})
+            except Exception as exc:  # noqa: BLE001 - one bad scrape must not kill the server
+                log.exception("event=http_route_failed path=%s", path)
+                status, ctype, body = json_body(500, {"error": f"{type(exc).__name__}: {exc}"})
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("event=http_request peer=%s %s", self.client_address[0], format % args)
+
+
+class HttpServer:
+    """ThreadingHTTPServer in its own thread; bind errors raise in start()."""
+
+    def __init__(self, cfg: HttpConfig, routes: dict[str, Route]) -> None:
+        self.cfg = cfg
+        self.routes = dict(routes)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        handler = type("PerceptdHandler", (_Handler,), {"routes": self.routes})
+        try:
+            srv = ThreadingHTTPServer((self.cfg.host.strip("[]"), self.cfg.port), handler)
+        except OSError as exc:
+            raise RuntimeError(f"cannot listen on http {self.cfg.host}:{self.cfg.port}: {exc}") from None
+        srv.daemon_threads = True
+        self._server = srv
+        self._thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.25},
+                                        name="http", daemon=True)
+        self._thread.start()
+        log.info("event=http_started endpoint=%s paths=%s", self.endpoint, ",".join(sorted(self.routes)))
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else 0
+
+    @property
+    def endpoint(self) -> str:
+        host = self.cfg.host if ":" not in self.cfg.host else f"[{self.cfg.host.strip('[]')}]"
+        return f"http://{host}:{self.port}" if self._server else ""
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        log.info("event=http_stopped")

@@ -1,0 +1,114 @@
+"""One health verdict for /healthz, `perceptd status`, STATUS= and the watchdog.
+
+Healthy means: the lifecycle is running (or degraded only by sources that are not required),
+every required source is up, no stage's heartbeat is older than `stall_after_s`, and the
+publisher and control threads are alive.  Everything that reports health calls `evaluate`,
+so the HTTP check and the control socket can never disagree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+_LIVE_STATES = ("running", "degraded")
+
+
+class HasHeartbeat(Protocol):
+    name: str
+    heartbeat_ns: int
+
+
+@dataclass(frozen=True)
+class StageHealth:
+    heartbeat_age_s: float
+    stalled: bool
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    healthy: bool
+    state: str
+    model_version: str
+    run_id: str
+    uptime_s: float
+    problems: list[str]  # why it is unhealthy (empty when healthy)
+    warnings: list[str]  # degraded but still healthy (an optional source is down)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stages: dict[str, StageHealth] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = "ok" if self.healthy else "unhealthy"
+        return d
+
+    def line(self) -> str:
+        """One line for STATUS= and logs."""
+        if self.healthy:
+            return "healthy" + (f" ({'; '.join(self.warnings)})" if self.warnings else "")
+        return "UNHEALTHY: " + "; ".join(self.problems)
+
+
+def stalled_stages(workers: Iterable[HasHeartbeat], stall_after_s: float, now_ns: int,
+                   started_ns: int = 0) -> dict[str, StageHealth]:
+    """Heartbeat age per stage; a heartbeat never set counts from `started_ns`."""
+    out = {}
+    for w in workers:
+        hb = w.heartbeat_ns or started_ns or now_ns
+        age = max(0.0, (now_ns - hb) / 1e9)
+        out[getattr(w, "name", type(w).__name__)] = StageHealth(round(age, 3), age > stall_after_s)
+    return out
+
+
+def required(source_id: str, patterns: Iterable[str]) -> bool:
+    pats = list(patterns)
+    return "*" in pats or source_id in pats
+
+
+def evaluate(daemon: Any, required_sources: Iterable[str], stall_after_s: float,
+             now_ns: int | None = None) -> HealthReport:
+    """The verdict for a started Daemon (reads its objects; never blocks)."""
+    now_ns = time.monotonic_ns() if now_ns is None else now_ns
+    state = str(daemon.lifecycle.state)
+    problems: list[str] = []
+    warnings: list[str] = []
+    if state not in _LIVE_STATES:
+        problems.append(f"lifecycle {state}")
+    req = list(required_sources)
+    sources: dict[str, dict[str, Any]] = {}
+    for src in daemon.sources:
+        st = src.stats
+        is_req = required(src.source_id, req)
+        age = (now_ns - st.last_capture_ns) / 1e9 if st.last_capture_ns else None
+        sources[src.source_id] = {
+            "state": str(st.state), "required": is_req, "reconnects": st.reconnects,
+            "captured": st.captured, "last_error": st.last_error or None,
+            "last_capture_age_s": None if age is None else round(age, 3),
+        }
+        if str(st.state) != "up":
+            msg = f"source {src.source_id} {st.state}"
+            (problems if is_req else warnings).append(msg)
+    speech = getattr(daemon, "speech_setup", None)  # a configured recognizer that could not load
+    if speech is not None and speech.warning:
+        warnings.append(speech.warning)
+    started_ns = int(getattr(daemon, "started_ns", 0))
+    stages = stalled_stages([*daemon.stages, daemon.fusion], stall_after_s, now_ns, started_ns)
+    if state in _LIVE_STATES:
+        problems += [f"stage {n} stalled {s.heartbeat_age_s:.1f} s" for n, s in stages.items()
+                     if s.stalled]
+        for name in ("publisher", "control"):
+            obj = getattr(daemon, name, None)
+            if obj is not None and not obj.is_alive():
+                problems.append(f"{name} thread dead")
+    try:
+        version = daemon.current_models().version
+    except Exception:  # noqa: BLE001 - not loaded yet
+        version = "none"
+    pub = getattr(daemon, "publisher", None)
+    return HealthReport(
+        healthy=not problems, state=state, model_version=version,
+        run_id=pub.run_id if pub is not None else "", uptime_s=round(daemon.lifecycle.uptime_s(), 3),
+        problems=problems, warnings=warnings, sources=sources, stages=stages,
+    )

@@ -1,0 +1,178 @@
+"""The operator-facing side of a Daemon: watchdog, /healthz + /metrics, CURVE, MQTT bridge.
+
+Owned by the Daemon and driven by four calls from its lifecycle:
+`start_security()` before any socket binds, `start()` just before READY=1,
+`stop_watchdog()` first thing in stop(), and `stop()` after the publisher flushed (so the
+bridge still sees the final `end` events).  The publisher reports each sent message to
+`on_published` (latency histogram, MQTT bridge); the sockets call `secure` before binding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from perceptd import __version__
+from perceptd.daemon.health.http import HttpServer, json_body
+from perceptd.daemon.health.report import HealthReport, evaluate
+from perceptd.daemon.health.stats import LATENCY_BUCKETS_S, HistogramSet, Rates
+from perceptd.daemon.health.watchdog import PAUSE_FILE_ENV, Watchdog
+from perceptd.daemon.messages import Envelope
+from perceptd.daemon.publish.zmq_pub import is_loopback_endpoint
+
+log = logging.getLogger(__name__)
+
+
+def topic_family(topic: str) -> str:
+    """Bounded label values: every `event.<name>` is one family."""
+    return "event" if topic.startswith("event.") else topic
+
+
+class Operations:
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
+        self.cfg = daemon.cfg
+        self.latency = HistogramSet(LATENCY_BUCKETS_S)
+        self.rates = Rates(window_s=10.0)
+        self.curve: Any = None
+        self.mqtt: Any = None
+        self.http: HttpServer | None = None
+        self.watchdog: Watchdog | None = None
+        self.registry: Any = None
+        self.last_scrape_s = 0.0
+
+    # ------------------------------------------------------------------ hooks
+
+    def secure(self, sock: zmq.Socket) -> None:
+        """Socket setup hook for the events and control sockets (CURVE server when enabled)."""
+        if self.curve is not None:
+            self.curve.apply(sock)
+
+    def on_published(self, env: Envelope, body: bytes) -> None:
+        """Publisher thread, after each send: latency histogram and the MQTT bridge."""
+        if env.topic != "health":
+            self.latency.observe((topic_family(env.topic),), (env.t_publish_ns - env.t_capture_ns) / 1e9)
+        if self.mqtt is not None:
+            self.mqtt.offer(env.topic, body)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start_security(self) -> None:
+        if not self.cfg.security.curve:
+            return
+        from perceptd.daemon.security.curve import CurveServer
+
+        self.curve = CurveServer(self.daemon.ctx, self.cfg.security)
+        self.curve.start()
+
+    def start(self) -> None:
+        """HTTP, watchdog and MQTT; called once the pipeline runs, before READY=1."""
+        self._warn_insecure_binds()
+        if self.cfg.http.enabled:
+            from perceptd.daemon.health.metrics import build_registry
+
+            self.registry = build_registry(self.daemon)
+            self.http = HttpServer(self.cfg.http, {"/healthz": self._healthz, "/metrics": self._metrics,
+                                                   "/": self._index})
+            self.http.start()
+        if self.cfg.mqtt.enabled:
+            from perceptd.daemon.publish.mqtt import MqttBridge
+
+            self.mqtt = MqttBridge(self.cfg.mqtt, [e.name for e in self.cfg.events], __version__)
+            self.mqtt.start()
+        notify = self.daemon.notify
+        interval = notify.watchdog_interval_s() if hasattr(notify, "watchdog_interval_s") else None
+        pause = os.environ.get(PAUSE_FILE_ENV)
+        self.watchdog = Watchdog(
+            self._workers, notify, interval_s=interval, stall_after_s=self.cfg.health.stall_after_s,
+            alive=self._threads_alive, status=self.status_line, on_tick=self._sample_rates,
+            pause_file=Path(pause) if pause else None,
+        )
+        self.watchdog.start()
+
+    def stop_watchdog(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+
+    def stop(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        if self.http is not None:
+            self.http.stop()
+        if self.curve is not None:
+            self.curve.stop()
+
+    # ------------------------------------------------------------------ health
+
+    def health(self) -> HealthReport:
+        report = evaluate(self.daemon, self.cfg.http.required_sources, self.cfg.health.stall_after_s)
+        if self.mqtt is not None and not self.mqtt.stats().connected:  # optional: a warning only
+            report = dataclasses.replace(report, warnings=[*report.warnings, "mqtt broker unreachable"])
+        return report
+
+    def status_line(self) -> str:
+        """STATUS= for systemd: the daemon's summary plus the health verdict."""
+        try:
+            return f"{self.daemon.summary()}; {self.health().line()}"
+        except Exception as exc:  # noqa: BLE001 - a status line must never raise
+            return f"status unavailable: {exc}"
+
+    def endpoints(self) -> dict[str, str | None]:
+        return {"http_endpoint": self.http.endpoint if self.http else None,
+                "curve": self.curve is not None,
+                "mqtt_connected": self.mqtt.stats().connected if self.mqtt else None}
+
+    def _workers(self) -> list[Any]:
+        d = self.daemon
+        return [*getattr(d, "stages", []), *([d.fusion] if hasattr(d, "fusion") else [])]
+
+    def _threads_alive(self) -> bool:
+        d = self.daemon
+        return all(o.is_alive() for o in (getattr(d, "publisher", None), getattr(d, "control", None))
+                   if o is not None)
+
+    def _sample_rates(self, now: float) -> None:
+        d = self.daemon
+        values = {f"stage.{st.name}": st.items for st in d.stages}
+        values["stage.fusion"] = d.fusion.stats.evaluations
+        for src in d.sources:
+            values[f"source.{src.source_id}"] = src.stats.captured
+        self.rates.sample(now, values)
+
+    def _warn_insecure_binds(self) -> None:
+        if self.curve is not None:
+            return
+        for name, endpoint in (("publish", self.daemon.publisher.endpoint),
+                               ("control", self.daemon.control.endpoint)):
+            if not is_loopback_endpoint(endpoint):
+                log.warning("event=insecure_bind socket=%s endpoint=%s detail='beyond loopback "
+                            "without CURVE: anyone on the network can %s'", name, endpoint,
+                            "subscribe" if name == "publish" else "send commands")
+        if self.cfg.http.enabled and self.cfg.http.allow_insecure:
+            log.warning("event=insecure_bind socket=http host=%s port=%d", self.cfg.http.host,
+                        self.cfg.http.port)
+
+    # ------------------------------------------------------------------ routes
+
+    def _healthz(self, _headers: dict[str, str]) -> tuple[int, str, bytes]:
+        report = self.health()
+        body = {**report.to_dict(), **self.endpoints()}
+        return json_body(200 if report.healthy else 503, body)
+
+    def _metrics(self, headers: dict[str, str]) -> tuple[int, str, bytes]:
+        from perceptd.daemon.health.metrics import render
+
+        t0 = time.perf_counter()
+        body, ctype = render(self.registry, headers.get("accept"))
+        self.last_scrape_s = time.perf_counter() - t0
+        return 200, ctype, body
+
+    def _index(self, _headers: dict[str, str]) -> tuple[int, str, bytes]:
+        return json_body(200, {"service": "perceptd", "version": __version__,
+                               "paths": ["/healthz", "/metrics"]})

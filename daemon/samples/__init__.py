@@ -1,0 +1,1 @@
+"""On-device samples: triggers, crash-safe store, optional encryption (no torch here)."""

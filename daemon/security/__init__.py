@@ -1,0 +1,1 @@
+"""Transport security: CURVE keys, the client allowlist, the ZAP handler."""

@@ -1,0 +1,1 @@
+"""Spoken commands: speech segments -> on-device recognition -> confident, unambiguous commands."""

@@ -1,0 +1,61 @@
+"""The `speech` config section: recognizer engine, queue, confidence and matching thresholds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from perceptd.daemon.speech.whisper import WhisperEngineConfig
+
+# One member today; a new engine adds its config here (the `type` field picks it).
+EngineConfig = Annotated[WhisperEngineConfig, Field(discriminator="type")]
+
+
+class SpeechConfig(BaseModel):
+    """Spoken commands: each VAD speech segment is transcribed; a confident transcript that
+    clearly matches one command event becomes a text command (origin "speech")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="transcribe speech segments (needs the engine installed)")
+    engine: EngineConfig = Field(default_factory=WhisperEngineConfig, description="recognizer plugin")
+    nice: int = Field(
+        10, ge=0, le=19,
+        description="scheduling niceness of the recognizer's threads (Linux; 0: same as the "
+        "rest): capture, vision and fusion get the CPU first",
+    )
+    queue_size: int = Field(
+        4, ge=1, le=256, description="segments waiting for the recognizer; the oldest is dropped"
+    )
+    initial_prompt: str | None = Field(
+        None, max_length=2000,
+        description="decoding bias; default: the wake phrase and the command events' prompts",
+    )
+    min_avg_logprob: float = Field(
+        -0.8, ge=-10, le=0, description="transcripts less confident than this are not commands"
+    )
+    max_no_speech_prob: float = Field(
+        0.5, ge=0, le=1, description="transcripts the model thinks are not speech are not commands"
+    )
+    min_similarity: float = Field(
+        0.8, ge=-1, le=1,
+        description="cosine in the shared text space a command prompt must reach (the event's "
+        "own min_similarity applies too, whichever is higher)",
+    )
+    min_margin: float = Field(
+        0.04, ge=0, le=2, description="cosine lead over the best rival command (near-misses)"
+    )
+    wake_phrase: str | None = Field(
+        None, min_length=1, max_length=100,
+        description="when set, only transcripts starting with it are commands (it is stripped)",
+    )
+
+    def resolved(self, base: Path) -> SpeechConfig:
+        """A relative engine model folder is relative to the config file."""
+        model = getattr(self.engine, "model", None)
+        if model is None or model.is_absolute():
+            return self
+        engine = self.engine.model_copy(update={"model": (base / model).resolve()})
+        return self.model_copy(update={"engine": engine})

@@ -1,0 +1,176 @@
+"""The speech worker: closed speech segments -> transcripts (topic `speech`) -> text commands.
+
+It runs in its own thread behind a small drop-oldest queue, fed by the audio stage's
+`on_segment` hook, so a slow transcription never stalls capture, vision or fusion: while it
+is busy, new segments wait or push out the oldest (counted as drops).  Each segment gives
+two `speech` messages: the audio stage's at segment close (text null: "someone spoke"), then
+this stage's transcript with its confidence, the matcher's verdict and the latency from end
+of speech.  An accepted transcript enters the text stage exactly like a typed command, with
+origin "speech", stamped at the end of speech, sourced from the microphone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.messages import Outbound, SpeechMessage
+from perceptd.daemon.pipeline.audio_stage import SpeechSegmentAudio
+from perceptd.daemon.pipeline.queues import BoundedQueue
+from perceptd.daemon.pipeline.text_stage import TextCommand
+from perceptd.daemon.pipeline.worker import Worker
+from perceptd.daemon.speech.config import SpeechConfig
+from perceptd.daemon.speech.engine import AsrEngine, EngineRegistry, EngineUnavailable, default_registry
+from perceptd.daemon.speech.matcher import CommandMatcher, Verdict, build_initial_prompt
+
+log = logging.getLogger(__name__)
+
+
+class SpeechStage(Worker[SpeechSegmentAudio]):
+    name = "speech"
+
+    def __init__(self, inbox: BoundedQueue[SpeechSegmentAudio], commands: BoundedQueue[TextCommand],
+                 publish: BoundedQueue[Outbound], models: Callable[[], Any], engine: AsrEngine,
+                 matcher: CommandMatcher, clock: Callable[[], int] = time.monotonic_ns,
+                 nice: int = 0) -> None:
+        super().__init__(inbox)
+        self.nice = nice
+        self.commands = commands
+        self.publish = publish
+        self.models = models
+        self.engine = engine
+        self.matcher = matcher
+        self.clock = clock
+        self.verdicts: Counter[str] = Counter()
+        self.last_latency_ms = 0.0
+
+    def _run(self) -> None:
+        lower_priority(self.nice)  # the matcher's text embedding runs on this thread
+        super()._run()
+
+    def offer(self, seg: SpeechSegmentAudio) -> None:
+        """The audio stage's on_segment hook: never blocks the audio thread."""
+        self.inbox.put(seg, timeout=0)
+
+    def process(self, items: list[SpeechSegmentAudio]) -> None:
+        m = self.models()
+        for seg in items:
+            self.recognise(m, seg)
+
+    def recognise(self, m, seg: SpeechSegmentAudio) -> Verdict:
+        tr = self.engine.transcribe(seg.pcm)
+        verdict = self.matcher.judge(tr, m)
+        latency_ms = max(0.0, (self.clock() - seg.end_ns) / 1e6)
+        self.last_latency_ms = latency_ms
+        self.verdicts[verdict.reason] += 1
+        msg = SpeechMessage(
+            source=seg.source, start_ns=seg.start_ns, end_ns=seg.end_ns, text=tr.text,
+            avg_logprob=tr.avg_logprob, no_speech_prob=tr.no_speech_prob, engine=self.engine.name,
+            latency_ms=latency_ms, command=verdict.event if verdict.accepted else None,
+            verdict=verdict.reason,
+        )
+        self.publish.put(Outbound(msg, seg.end_ns))
+        if verdict.accepted:
+            self.commands.put(TextCommand(verdict.text, "speech", seg.end_ns, seg.source), timeout=0)
+        log.info("event=transcript source=%s text=%r verdict=%s command=%s similarity=%s margin=%s "
+                 "avg_logprob=%s no_speech_prob=%s latency_ms=%.0f", seg.source, tr.text,
+                 verdict.reason, verdict.event, verdict.similarity, verdict.margin,
+                 _fmt(tr.avg_logprob), _fmt(tr.no_speech_prob), latency_ms)
+        return verdict
+
+    def stats(self) -> dict[str, Any]:
+        accepted = self.verdicts["accepted"]
+        return {**super().stats(), "engine": self.engine.name, "accepted": accepted,
+                "rejected": sum(self.verdicts.values()) - accepted, "verdicts": dict(self.verdicts),
+                "dropped": sum(self.inbox.stats().dropped_total.values()),
+                "last_latency_ms": round(self.last_latency_ms, 1)}
+
+
+def lower_priority(nice: int) -> None:
+    """Make the calling thread `nice` steps nicer (Linux: a thread id is a PRIO_PROCESS target);
+    threads it creates inherit it.  Best effort: elsewhere it is a no-op."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:
+        log.warning("event=speech_nice_failed nice=%d error=%s", nice, exc)
+
+
+def _create_niced(create: Callable[[], AsrEngine], nice: int) -> AsrEngine:
+    """Build the engine on a reniced thread, so the compute threads it starts (CTranslate2's
+    workers) inherit the lower priority: transcription yields the CPU to the live pipeline."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        lower_priority(nice)
+        try:
+            result["engine"] = create()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            result["error"] = exc
+
+    t = threading.Thread(target=run, name="speech-load", daemon=True)
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]
+    return result["engine"]
+
+
+def _fmt(v: float | None) -> str:
+    return "none" if v is None else f"{v:.3f}"
+
+
+@dataclass(frozen=True)
+class SpeechSetup:
+    """What the daemon gets: a stage to run, or why there is none (status says it)."""
+
+    stage: SpeechStage | None
+    reason: str  # "" when enabled
+    wanted: bool = True  # enabled in config (then being off is a health warning)
+
+    @property
+    def warning(self) -> str | None:
+        return f"speech off: {self.reason}" if self.wanted and self.stage is None else None
+
+    def status(self) -> dict[str, Any]:
+        if self.stage is None:
+            return {"enabled": False, "reason": self.reason}
+        return {"enabled": True, **self.stage.stats()}
+
+
+def load_engine(cfg: SpeechConfig, events: list[EventConfig],
+                registry: EngineRegistry | None = None) -> tuple[AsrEngine | None, str]:
+    """(engine, "") or (None, why not): disabled in config, or not installed here."""
+    if not cfg.enabled:
+        return None, "disabled in config (speech.enabled: false)"
+    prompt = cfg.initial_prompt if cfg.initial_prompt is not None else \
+        build_initial_prompt(events, cfg.wake_phrase)
+    reg = registry or default_registry()
+    try:
+        return _create_niced(lambda: reg.create(cfg.engine, prompt), cfg.nice), ""
+    except EngineUnavailable as exc:
+        log.error("event=speech_disabled reason=%r", str(exc))
+        return None, str(exc)
+
+
+def build_speech(cfg: SpeechConfig, events: list[EventConfig], commands: BoundedQueue[TextCommand],
+                 publish: BoundedQueue[Outbound], models: Callable[[], Any],
+                 registry: EngineRegistry | None = None) -> SpeechSetup:
+    """Load the configured engine; a missing engine disables speech with a logged reason."""
+    engine, reason = load_engine(cfg, events, registry)
+    if engine is None:
+        return SpeechSetup(None, reason, wanted=cfg.enabled)
+    inbox: BoundedQueue[SpeechSegmentAudio] = BoundedQueue("speech", cfg.queue_size, "drop_oldest")
+    stage = SpeechStage(inbox, commands, publish, models, engine, CommandMatcher(cfg, events),
+                        nice=cfg.nice)
+    log.info("event=speech_enabled engine=%s wake_phrase=%r", engine.name, cfg.wake_phrase)
+    return SpeechSetup(stage, "")

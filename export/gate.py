@@ -1,0 +1,270 @@
+"""The promotion gate: old vs new bundle on the held-out split, slices, parity, latency.
+
+Both bundles are evaluated through ONNX Runtime exactly as the daemon runs them (FusionModel
+with the event space compiled from each bundle), at each event's configured threshold_on.
+Conventions: an event with nothing to find and nothing claimed has P = R = F1 = 1; macro F1
+averages the events that have at least one labelled held-out sample.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perceptd.daemon.samples.config import GateConfig
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    passed: bool
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+
+def prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    tp = int(np.sum(pred & truth))
+    fp = int(np.sum(pred & ~truth))
+    fn = int(np.sum(~pred & truth))
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    if tp + fp + fn == 0:
+        f1 = 1.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
+            "support": int(np.sum(truth)), "n": int(truth.size), "tp": tp, "fp": fp, "fn": fn}
+
+
+def per_event(scores: np.ndarray, target: np.ndarray, known: np.ndarray, names: list[str],
+              thresholds: np.ndarray, rows: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """P/R/F1 per event over the samples whose label for it is known (optionally a subset)."""
+    rows = np.ones(len(scores), bool) if rows is None else rows
+    out = {}
+    for i, name in enumerate(names):
+        sel = known[:, i] & rows
+        if not sel.any():
+            continue
+        out[name] = prf(scores[sel, i] >= thresholds[i], target[sel, i] > 0)
+    return out
+
+
+def _active(m: dict[str, float]) -> bool:
+    return m["tp"] + m["fp"] + m["fn"] > 0
+
+
+def macro_pair(old: dict[str, dict[str, float]], new: dict[str, dict[str, float]]
+               ) -> tuple[float | None, float | None]:
+    """Macro F1 of both models over the events either one has something to say about (a
+    positive to find or a detection made); trivially perfect events would only dilute it."""
+    names = [n for n in old if _active(old[n]) or _active(new[n])]
+    if not names:
+        return None, None
+    return (round(float(np.mean([old[n]["f1"] for n in names])), 4),
+            round(float(np.mean([new[n]["f1"] for n in names])), 4))
+
+
+def slice_keys(sources: list[list[str]], combos: list[str]) -> dict[str, np.ndarray]:
+    """Row masks per slice: by source id and by modality combination."""
+    n = len(combos)
+    keys: dict[str, np.ndarray] = {}
+    for i in range(n):
+        for k in [f"source:{s}" for s in sources[i]] + [f"modalities:{combos[i]}"]:
+            keys.setdefault(k, np.zeros(n, bool))[i] = True
+    return dict(sorted(keys.items()))
+
+
+def latency_ms(fuse_old, fuse_new, x: np.ndarray, mask: np.ndarray, runs: int = 100,
+               trials: int = 3) -> dict[str, Any]:
+    """p50/p95 of one head call on a 4-row batch (an evaluation with a few cameras), old and
+    new interleaved so both see the same machine load; best of `trials` (a burst of other
+    work on the machine spoils a trial, not the verdict)."""
+    rows = np.resize(np.arange(len(x)), 4) if len(x) else np.zeros(4, int)
+    xb = x[rows] if len(x) else np.zeros((4,) + x.shape[1:], np.float32)
+    mb = mask[rows] if len(x) else np.zeros((4, mask.shape[1]), np.float32)
+    for _ in range(20):
+        fuse_old(xb, mb)
+        fuse_new(xb, mb)
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(trials):
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        for _ in range(runs):
+            for name, fuse in (("old", fuse_old), ("new", fuse_new)):
+                t0 = time.perf_counter()
+                fuse(xb, mb)
+                times[name].append((time.perf_counter() - t0) * 1e3)
+        for k, v in times.items():
+            trial = {q: round(float(np.percentile(v, int(q[1:]))), 4) for q in ("p50", "p95")}
+            if k not in best or trial["p95"] < best[k]["p95"]:
+                best[k] = trial
+    return best
+
+
+def evaluate_gate(*, names: list[str], thresholds: np.ndarray, target: np.ndarray, known: np.ndarray,
+                  old_scores: np.ndarray, new_scores: np.ndarray, sources: list[list[str]],
+                  combos: list[str], parity: dict[str, Any], latency: dict[str, Any],
+                  cfg: GateConfig) -> dict[str, Any]:
+    """The gate decision and everything the report shows."""
+    old = per_event(old_scores, target, known, names, thresholds)
+    new = per_event(new_scores, target, known, names, thresholds)
+    events = {n: {"old": old[n], "new": new[n], "delta_f1": round(new[n]["f1"] - old[n]["f1"], 4)}
+              for n in old}
+    mo, mn = macro_pair(old, new)
+    rules = [_rule_events(events, cfg.f1_margin), _rule_macro(mo, mn)]
+    slices = {}
+    for key, rows in slice_keys(sources, combos).items():
+        so, sn = macro_pair(per_event(old_scores, target, known, names, thresholds, rows),
+                            per_event(new_scores, target, known, names, thresholds, rows))
+        if so is None or sn is None:
+            continue
+        slices[key] = {"n": int(rows.sum()), "old_macro_f1": so, "new_macro_f1": sn,
+                       "delta": round(sn - so, 4), "gated": int(rows.sum()) >= cfg.min_slice_samples}
+    rules.append(_rule_slices(slices, cfg.slice_margin, cfg.min_slice_samples))
+    rules.append(_rule_parity(parity))
+    rules.append(_rule_latency(latency, cfg.latency_budget_ms))
+    return {
+        "passed": all(r.passed for r in rules),
+        "rules": [r.to_json() for r in rules],
+        "per_event": events,
+        "macro_f1": {"old": mo, "new": mn, "events": [n for n in old if _active(old[n]) or _active(new[n])]},
+        "slices": slices,
+        "parity": parity,
+        "latency_ms": latency,
+    }
+
+
+def _rule_events(events: dict[str, Any], margin: float) -> Rule:
+    worse = {n: e for n, e in events.items() if e["delta_f1"] < -margin - 1e-9}
+    if not events:
+        return Rule("per_event_f1", False, "no held-out labels to evaluate on")
+    if worse:
+        detail = "; ".join(f"{n} F1 {e['old']['f1']:.3f} -> {e['new']['f1']:.3f}"
+                           for n, e in sorted(worse.items(), key=lambda kv: kv[1]["delta_f1"]))
+        return Rule("per_event_f1", False, f"F1 dropped by more than {margin:g}: {detail}")
+    best = max(events.items(), key=lambda kv: kv[1]["delta_f1"])
+    return Rule("per_event_f1", True, f"no event dropped more than {margin:g} ({len(events)} events; "
+                f"largest gain {best[0]} {best[1]['delta_f1']:+.3f})")
+
+
+def _rule_macro(mo: float | None, mn: float | None) -> Rule:
+    if mo is None or mn is None:
+        return Rule("macro_f1", False, "no held-out labels to evaluate on")
+    ok = mn >= mo - 1e-9
+    return Rule("macro_f1", ok, f"macro F1 {mo:.3f} -> {mn:.3f}" + ("" if ok else " (dropped)"))
+
+
+def _rule_slices(slices: dict[str, Any], margin: float, min_n: int) -> Rule:
+    gated = {k: v for k, v in slices.items() if v["gated"]}
+    worse = {k: v for k, v in gated.items() if v["delta"] < -margin - 1e-9}
+    if worse:
+        detail = "; ".join(f"{k} (n={v['n']}) {v['old_macro_f1']:.3f} -> {v['new_macro_f1']:.3f}"
+                           for k, v in sorted(worse.items()))
+        return Rule("slices", False, f"slice macro F1 dropped by more than {margin:g}: {detail}")
+    return Rule("slices", True, f"{len(gated)} slices with >= {min_n} samples, none dropped more than "
+                f"{margin:g} ({len(slices) - len(gated)} smaller slices reported only)")
+
+
+def _rule_parity(parity: dict[str, Any]) -> Rule:
+    fails = [f"{k}: {v['max_abs_diff']:.3g} > {v['tolerance']:g}" for k, v in parity.items()
+             if not v["max_abs_diff"] <= v["tolerance"]]
+    if fails:
+        return Rule("parity", False, "; ".join(fails))
+    worst = max(parity.items(), key=lambda kv: kv[1]["max_abs_diff"])
+    return Rule("parity", True, f"PyTorch vs ONNX within tolerance (worst {worst[0]} "
+                f"{worst[1]['max_abs_diff']:.2g} <= {worst[1]['tolerance']:g})")
+
+
+def _rule_latency(latency: dict[str, Any], budget_ms: float) -> Rule:
+    """Within budget; on a machine where even the running head is over budget (load), the
+    candidate must at least not be slower than it (25 % noise allowance)."""
+    p95, old = latency["new"]["p95"], latency["old"]["p95"]
+    detail = f"fusion head p95 {p95:.3f} ms (old {old:.3f} ms), budget {budget_ms:g} ms"
+    if p95 <= budget_ms:
+        return Rule("latency", True, detail)
+    if old > budget_ms and latency["new"]["p50"] <= 1.25 * latency["old"]["p50"]:
+        return Rule("latency", True, detail + " (machine over budget for both; median not slower "
+                    "than old)")
+    return Rule("latency", False, detail + " (over budget)")
+
+
+# --------------------------------------------------------------------------- report files
+
+
+def write_reports(report: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    """gate.json, gate.md and gate.png (old vs new F1 per event) in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "gate.json", "markdown": out_dir / "gate.md", "png": out_dir / "gate.png"}
+    files = {k: str(v) for k, v in paths.items()}
+    report["reports"] = files
+    paths["json"].write_text(json.dumps(report, indent=2), encoding="utf-8")
+    paths["markdown"].write_text(markdown(report), encoding="utf-8")
+    try:
+        plot(report, paths["png"])
+    except Exception as exc:  # noqa: BLE001 - a missing plotting backend must not fail the gate
+        files.pop("png")
+        report["reports"] = files
+        report.setdefault("warnings", []).append(f"plot not written: {exc}")
+        paths["json"].write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return files
+
+
+def markdown(r: dict[str, Any]) -> str:
+    verdict = "PASSED" if r["passed"] else "REFUSED"
+    lines = [f"# Retrain gate: {verdict}", "",
+             f"- candidate bundle: `{r.get('bundle_version')}` (base `{r.get('base_version')}`)",
+             f"- data: {r['data']['train']} train / {r['data']['heldout']} held-out labelled samples, "
+             f"{r['data']['unlabelled']} unlabelled; skipped {r['data'].get('skipped') or 'none'}",
+             f"- training: {r['training']['epochs']} epochs, {r['training']['nproc']} process(es), "
+             f"loss {r['training']['loss_first']:.4f} -> {r['training']['loss_last']:.4f}"
+             + (" — **labels shuffled (sanity check)**" if r["training"].get("shuffled_labels") else ""),
+             f"- outcome: {r.get('outcome', '')}", "", "## Rules", ""]
+    for rule in r["rules"]:
+        lines.append(f"- {'PASS' if rule['passed'] else 'FAIL'} **{rule['name']}**: {rule['detail']}")
+    lines += ["", "## Per event (held-out, at threshold_on)", "",
+              "| event | n | support | P old | R old | F1 old | P new | R new | F1 new | ΔF1 |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, e in r["per_event"].items():
+        o, n = e["old"], e["new"]
+        lines.append(f"| {name} | {o['n']} | {o['support']} | {o['precision']:.3f} | {o['recall']:.3f} | "
+                     f"{o['f1']:.3f} | {n['precision']:.3f} | {n['recall']:.3f} | {n['f1']:.3f} | "
+                     f"{e['delta_f1']:+.3f} |")
+    lines += ["", f"Macro F1: {r['macro_f1']['old']} -> {r['macro_f1']['new']}", "", "## Slices", "",
+              "| slice | n | macro F1 old | macro F1 new | Δ | gated |", "|---|---|---|---|---|---|"]
+    for key, s in r["slices"].items():
+        lines.append(f"| {key} | {s['n']} | {s['old_macro_f1']:.3f} | {s['new_macro_f1']:.3f} | "
+                     f"{s['delta']:+.3f} | {'yes' if s['gated'] else 'no'} |")
+    lat = r["latency_ms"]
+    lines += ["", f"Latency (fusion head, 4 rows): old p50 {lat['old']['p50']} ms / "
+              f"p95 {lat['old']['p95']} ms, new p50 {lat['new']['p50']} ms / p95 {lat['new']['p95']} ms", ""]
+    return "\n".join(lines)
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(r["per_event"])
+    old = [r["per_event"][n]["old"]["f1"] for n in names]
+    new = [r["per_event"][n]["new"]["f1"] for n in names]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(names) + 2), 4.2), dpi=100)
+    xs = np.arange(len(names))
+    ax.bar(xs - 0.2, old, 0.4, label=f"old {r.get('base_version', '')}", color="#9aa5b1")
+    ax.bar(xs + 0.2, new, 0.4, label=f"new {r.get('bundle_version', '')}",
+           color="#2f9e44" if r["passed"] else "#e03131")
+    ax.set_xticks(xs, names, rotation=40, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("held-out F1 at threshold_on")
+    failed = [rule["name"] for rule in r["rules"] if not rule["passed"]]
+    ax.set_title("gate " + ("PASSED" if r["passed"] else "REFUSED: " + ", ".join(failed)), fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,246 @@
+"""`perceptd retrain`: labelled samples -> fine-tuned fusion head -> bundle -> gate -> (promote).
+
+1. load the store's samples made by the current bundle's encoders; stratified split;
+2. compile the event space exactly like the daemon (daemon/fusion/space.py, ONNX text model);
+3. train (export/finetune.py; single process, `--nproc N` spawned ranks, or torchrun);
+4. export a new bundle version (only the fusion head re-exported; parity checked by the export);
+5. evaluate old vs new through ONNX Runtime on the held-out split, parity on those real
+   samples, latency; write gate.json / gate.md / gate.png under samples.retrain.dir/<version>/;
+6. a passing bundle stays in the bundle folder (promoted with --promote, and a running daemon
+   is asked to reload); a refused one is moved aside into the report folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perceptd.daemon.bundle import Bundle, promote, resolve_bundle, verify_bundle
+from perceptd.daemon.config import Config, load_config
+from perceptd.daemon.fusion.head import FusionModel
+from perceptd.daemon.fusion.space import compile_events
+from perceptd.daemon.inference.session import SessionOptions
+from perceptd.daemon.inference.text import TextModel
+from perceptd.daemon.samples.logger import open_store
+from perceptd.daemon.samples.record import encoder_fingerprint
+from perceptd.daemon.samples.store import StoreError
+from perceptd.errors import UserError
+from perceptd.export import finetune, gate
+from perceptd.export.target import PROB_TOL
+
+log = logging.getLogger(__name__)
+KEEP_REJECTED = 3  # refused bundles kept for inspection (each is a full bundle copy)
+EXIT_REFUSED = 3  # the gate refused the candidate (the running bundle stays)
+
+
+class NotEnoughData(UserError):
+    """Too few usable labelled samples yet: nothing was trained (a timer simply tries later)."""
+
+    exit_code = 4
+
+
+def _base_state(base: Bundle) -> dict[str, np.ndarray] | None:
+    from perceptd.export.targets.fusion import HEAD_STATE_FILE
+
+    if HEAD_STATE_FILE not in base.manifest.get("files", {}):
+        return None  # an original export: start from the zero-shot head
+    return finetune.load_state_npz(base.path / HEAD_STATE_FILE)
+
+
+def _parity(new: Bundle, res: finetune.TrainResult, space: dict[str, np.ndarray], x: np.ndarray,
+            mask: np.ndarray, ort_scores: np.ndarray) -> dict[str, Any]:
+    """The export's own parity record, plus PyTorch vs ONNX on the real held-out samples."""
+    import torch
+
+    entry = new.model("fusion").get("parity") or {}
+    out = {f"export.{k}": {"max_abs_diff": float(v), "tolerance": float(entry["tolerances"][k])}
+           for k, v in (entry.get("per_output") or {}).items()}
+    head = finetune.initial_head({k: v.numpy() for k, v in res.state.items()}, 0).eval()
+    with torch.no_grad():
+        ref = finetune.Trainable(head, res.affine, space)(torch.from_numpy(x), torch.from_numpy(mask))[0]
+    out["heldout.scores"] = {"max_abs_diff": float(np.max(np.abs(ref.numpy() - ort_scores), initial=0.0)),
+                             "tolerance": PROB_TOL}
+    return out
+
+
+def _prune_rejected(retrain_dir: Path, keep: int) -> None:
+    runs = sorted(p for p in retrain_dir.glob("*/rejected") if p.is_dir())
+    for p in runs[:-keep] if keep else runs:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+@dataclass
+class Prepared:
+    """Everything training and evaluation need, built exactly like the daemon would."""
+
+    base: Bundle
+    data: finetune.SampleData
+    train_set: finetune.LabelledSet
+    held: finetune.LabelledSet
+    text: TextModel
+    space_old: Any  # EventSpace of the base bundle
+    inputs: finetune.TrainInputs
+
+
+def prepare(cfg: Config, *, epochs: int | None = None, lr: float | None = None,
+            seed: int | None = None, device: str = "cpu", shuffle_labels: bool = False) -> Prepared:
+    """Samples -> split -> event space -> training inputs (no training yet)."""
+    rc = cfg.samples.retrain
+    base = verify_bundle(resolve_bundle(cfg.bundle.dir, cfg.bundle.version))
+    try:
+        store = open_store(cfg.samples, writer=False, create=False)
+    except StoreError as exc:
+        raise NotEnoughData(f"no samples to retrain on: {exc}") from None
+    with store:
+        data = finetune.load_samples(store, cfg.events, encoder_fingerprint(base.manifest),
+                                     rc.max_unlabelled)
+    lab = data.labelled
+    if len(lab) < rc.min_labelled:
+        raise NotEnoughData(f"{len(lab)} usable labelled samples in {cfg.samples.dir}, need at least "
+                        f"{rc.min_labelled} (label some: `perceptd samples label ID EVENT`)")
+    tr_idx, ho_idx = finetune.split(lab, rc.holdout, seed if seed is not None else rc.seed)
+    if len(ho_idx) == 0:
+        raise NotEnoughData("no held-out samples: every label stratum has a single sample; label more")
+    train_set, held = lab.subset(tr_idx), lab.subset(ho_idx)
+    text = TextModel(base.model_path("text"), base.file("text_tokenizer.json"), SessionOptions("cpu", 1))
+    space_old = compile_events(cfg.events, text.embed, base)
+    tcfg = finetune.train_config(rc, epochs=epochs, lr=lr, seed=seed)
+    tcfg.update(shuffle_labels=shuffle_labels, device=device)
+    inputs = finetune.TrainInputs(train_set.x, train_set.mask, train_set.target, train_set.known,
+                                  data.unlabelled_x, data.unlabelled_mask, finetune.space_arrays(space_old),
+                                  np.asarray(space_old.affine, np.float32), _base_state(base), tcfg)
+    return Prepared(base, data, train_set, held, text, space_old, inputs)
+
+
+def retrain(cfg: Config, *, promote_ok: bool = False, nproc: int = 1, epochs: int | None = None,
+            lr: float | None = None, seed: int | None = None, device: str = "cpu",
+            shuffle_labels: bool = False, progress: bool = True, wait_s: float = 30.0,
+            echo=print) -> dict[str, Any] | None:
+    """The whole loop; returns the gate report (None on torchrun ranks other than 0)."""
+    from perceptd.export.bundle import build_bundle, new_version
+
+    rc = cfg.samples.retrain
+    t_start = time.monotonic()
+    p = prepare(cfg, epochs=epochs, lr=lr, seed=seed, device=device, shuffle_labels=shuffle_labels)
+    base, data, train_set, held, text, space_old, inp = (p.base, p.data, p.train_set, p.held, p.text,
+                                                          p.space_old, p.inputs)
+    lab = data.labelled
+    names = list(space_old.names)
+    space = inp.space
+    tcfg = inp.cfg
+    opts = SessionOptions("cpu", 1)
+    t_train = time.monotonic()
+    backend = "nccl" if device == "cuda" else "gloo"
+    res = finetune.run_training(inp, nproc, backend, progress=progress)
+    if res is None:
+        return None
+    train_s = time.monotonic() - t_train
+
+    version = new_version()
+    calibration = {n: [float(k), float(b)] for n, (k, b) in zip(names, res.affine, strict=True)}
+    new_path = build_bundle(cfg.bundle.dir, cfg.events, version=version, head_state=res.state,
+                            activate=False, only=["fusion"], base=base.path, calibration=calibration,
+                            echo=echo)
+    new = verify_bundle(new_path)
+
+    old_fm, new_fm = FusionModel(base.model_path("fusion"), opts), FusionModel(new.model_path("fusion"), opts)
+    space_new = compile_events(cfg.events, text.embed, new)
+    old_scores = old_fm.fuse(held.x, held.mask, space_old).scores
+    new_scores = new_fm.fuse(held.x, held.mask, space_new).scores
+    parity = _parity(new, res, space, held.x, held.mask, new_scores)
+    latency = gate.latency_ms(lambda x, m: old_fm.fuse(x, m, space_old),
+                              lambda x, m: new_fm.fuse(x, m, space_new), held.x, held.mask)
+    latency["budget_ms"] = rc.gate.latency_budget_ms
+    thresholds = np.array([e.threshold_on for e in cfg.events], np.float32)
+    report = gate.evaluate_gate(names=names, thresholds=thresholds, target=held.target, known=held.known,
+                                old_scores=old_scores, new_scores=new_scores, sources=held.sources,
+                                combos=held.combos, parity=parity, latency=latency, cfg=rc.gate)
+    strata: dict[str, int] = {}
+    for s in lab.strata:
+        strata[s] = strata.get(s, 0) + 1
+    report.update({
+        "bundle_version": version, "base_version": base.version,
+        "data": {"labelled": len(lab), "train": len(train_set), "heldout": len(held),
+                 "unlabelled": int(len(data.unlabelled_x)), "skipped": data.skipped, "strata": strata,
+                 "heldout_ids": held.ids},
+        "training": {"epochs": tcfg["epochs"], "nproc": res.world_size, "lr": tcfg["lr"],
+                     "seed": tcfg["seed"], "device": device, "shuffled_labels": shuffle_labels,
+                     "loss_first": res.history[0], "loss_last": res.history[-1],
+                     "seconds": round(train_s, 2)},
+        "calibration": {n: [round(k, 4), round(b, 4)] for n, (k, b) in calibration.items()},
+    })
+    run_dir = rc.dir / version
+    report.update(_dispose(cfg, report, new_path, run_dir, promote_ok, wait_s))
+    report["seconds"] = round(time.monotonic() - t_start, 2)
+    gate.write_reports(report, run_dir)
+    return report
+
+
+def _dispose(cfg: Config, report: dict[str, Any], new_path: Path, run_dir: Path, promote_ok: bool,
+             wait_s: float) -> dict[str, Any]:
+    """Pass: keep it in the bundle folder (promote + reload when asked). Refused: move aside."""
+    from perceptd.daemon.reload import request_reload
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    version = report["bundle_version"]
+    if not report["passed"]:
+        aside = run_dir / "rejected" / version
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(new_path), aside)
+        _prune_rejected(cfg.samples.retrain.dir, KEEP_REJECTED)
+        failed = [r["name"] for r in report["rules"] if not r["passed"]]
+        return {"promoted": False, "bundle_path": str(aside),
+                "outcome": f"refused ({', '.join(failed)}); candidate kept aside in {aside}"}
+    if not promote_ok:
+        return {"promoted": False, "bundle_path": str(new_path),
+                "outcome": f"passed; {version} is in {new_path.parent} but not active "
+                           f"(run `perceptd retrain --promote` to promote automatically)"}
+    promote(cfg.bundle.dir, version)
+    out: dict[str, Any] = {"promoted": True, "bundle_path": str(new_path)}
+    if cfg.bundle.version != "current":
+        out["daemon"] = {"daemon": "pinned", "detail": f"bundle.version is pinned to {cfg.bundle.version}"}
+    else:
+        out["daemon"] = request_reload(cfg, wait_s)
+    out["outcome"] = f"passed and promoted: current -> {version}; daemon {out['daemon']['daemon']}"
+    return out
+
+
+def _summary(r: dict[str, Any]) -> str:
+    lines = [f"gate {'PASSED' if r['passed'] else 'REFUSED'}: {r['outcome']}",
+             f"  data: {r['data']['train']} train / {r['data']['heldout']} held-out labelled, "
+             f"{r['data']['unlabelled']} unlabelled; trained {r['training']['epochs']} epochs on "
+             f"{r['training']['nproc']} process(es) in {r['training']['seconds']} s"]
+    for rule in r["rules"]:
+        lines.append(f"  {'ok  ' if rule['passed'] else 'FAIL'} {rule['name']}: {rule['detail']}")
+    lines.append(f"  {'event':<20} {'F1 old':>7} {'F1 new':>7}")
+    for name, e in r["per_event"].items():
+        lines.append(f"  {name:<20} {e['old']['f1']:>7.3f} {e['new']['f1']:>7.3f}")
+    lines.append(f"  report: {r['reports']['markdown']}")
+    return "\n".join(lines)
+
+
+def retrain_main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if args.nproc < 1:
+        raise UserError("--nproc must be >= 1")
+
+    def echo(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    report = retrain(cfg, promote_ok=args.promote, nproc=args.nproc, epochs=args.epochs, lr=args.lr,
+                     seed=args.seed, device=args.device, shuffle_labels=args.shuffle_labels,
+                     progress=True, wait_s=args.timeout,
+                     echo=echo if not args.json else (lambda _line: None))
+    if report is None:  # a torchrun rank other than 0
+        return 0
+    print(json.dumps(report, indent=2) if args.json else _summary(report))
+    return 0 if report["passed"] else EXIT_REFUSED

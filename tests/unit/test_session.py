@@ -1,0 +1,78 @@
+"""Session factory: provider preference, and the IO-binding runner against a plain run.
+
+The binding path is what CUDA uses; it is exercised here on the CPU (same ORT calls, device
+"cpu"), so a CPU-only CI still checks that it returns exactly what `session.run` returns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perceptd.daemon.inference.session import (
+    CPU,
+    CUDA,
+    TRT,
+    Runner,
+    SessionOptions,
+    _providers,
+    create_session,
+    provider_of,
+    tensorrt_loadable,
+)
+
+
+def test_provider_preference() -> None:
+    assert _providers(SessionOptions(device="cpu")) == [CPU]
+    auto = _providers(SessionOptions(device="auto", trt_cache_dir="/tmp/x"))
+    assert auto[-1] == CPU
+    names = [p[0] if isinstance(p, tuple) else p for p in auto]
+    assert (TRT in names) == tensorrt_loadable()
+    assert [p[0] if isinstance(p, tuple) else p for p in _providers(SessionOptions(providers=(CUDA, CPU)))] \
+        == [CUDA, CPU]
+    no_trt = _providers(SessionOptions(device="cuda", tensorrt=False))
+    assert TRT not in [p[0] if isinstance(p, tuple) else p for p in no_trt]
+
+
+def test_auto_reports_the_provider_really_used(bundle_dir) -> None:
+    sess = create_session(bundle_dir / "vad.onnx", SessionOptions(device="auto"))
+    assert provider_of(sess) in (CPU, CUDA, TRT)
+
+
+@pytest.fixture(scope="module")
+def fusion_session(bundle_dir):
+    return create_session(bundle_dir / "fusion.onnx", SessionOptions(device="cpu"))
+
+
+def _fusion_feeds(sess, rows: int = 3) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    dims = {i.name: i.shape for i in sess.get_inputs()}
+    events, prompts = 5, 3
+    sizes = {"batch": rows, "events": events, "events2": events, "prompts": prompts}
+    arrays = {}
+    for name, shape in dims.items():
+        concrete = [sizes.get(d, d) if isinstance(d, str) else d for d in shape]
+        arrays[name] = rng.random(concrete, dtype=np.float32)
+    arrays["mask"] = np.ones((rows, 4), np.float32)
+    feeds = {k: arrays.pop(k) for k in ("x", "mask")}
+    return feeds, arrays
+
+
+def test_bound_runner_returns_what_run_returns(fusion_session) -> None:
+    feeds, constants = _fusion_feeds(fusion_session)
+    names = [o.name for o in fusion_session.get_outputs()]
+    plain = dict(zip(names, fusion_session.run(names, {**feeds, **constants}), strict=True))
+    host = ("scores", "weights")
+    bound = Runner(fusion_session, constants, host_outputs=host, bind=True).run(feeds)
+    for name in names:
+        if name in host:
+            np.testing.assert_array_equal(bound[name], plain[name])
+        else:
+            assert bound[name] is None  # left on the device
+    unbound = Runner(fusion_session, constants, host_outputs=host, bind=False).run(feeds)
+    for name in names:  # the CPU path is a plain run: every output, unchanged
+        np.testing.assert_array_equal(unbound[name], plain[name])
+
+
+def test_runner_binds_only_on_a_gpu(fusion_session) -> None:
+    assert Runner(fusion_session).bound is False

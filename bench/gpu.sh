@@ -105,8 +105,8 @@ PYEOF
 STREAMS=${STREAMS:-1,2,4,8}
 SECS=${SECONDS_PER_POINT:-8}
 BATCH=${VISION_BATCH:-32}
-TAG=${TAG:-$(echo "$STREAMS" | tr ',' '-')}
 if [ $DRY = 1 ]; then STREAMS=${STREAMS_DRY:-1}; SECS=2; fi
+TAG=${TAG:-$(echo "$STREAMS" | tr ',' '-')}
 
 probe() {
   log "probe"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -73,7 +74,18 @@ def run_main(args: argparse.Namespace) -> int:
     while not stop.wait(0.5):
         pass
     daemon.stop(timeout_s=4.5)
+    _exit_now(0)
     return 0
+
+
+def _exit_now(code: int) -> None:
+    """Everything is drained and flushed by now; skip interpreter teardown, where native
+    thread pools (CTranslate2's, for speech) can abort the process while being destroyed and
+    turn a clean SIGTERM into rc -6."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _reload(daemon, args: argparse.Namespace, lock: threading.Lock) -> None:

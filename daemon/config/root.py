@@ -73,8 +73,8 @@ class QueueConfig(_Section):
 class PipelineConfig(_Section):
     """The queues between stages (every drop is counted per queue)."""
 
-    frames: QueueConfig = Field(default_factory=lambda: QueueConfig(size=8))
-    prepared: QueueConfig = Field(default_factory=lambda: QueueConfig(size=16))
+    frames: QueueConfig = Field(default_factory=lambda: QueueConfig(size=4))
+    prepared: QueueConfig = Field(default_factory=lambda: QueueConfig(size=4))
     audio: QueueConfig = Field(default_factory=lambda: QueueConfig(size=64))
     commands: QueueConfig = Field(default_factory=lambda: QueueConfig(size=32, policy="drop_oldest"))
     fusion: QueueConfig = Field(default_factory=lambda: QueueConfig(size=256, policy="block"))

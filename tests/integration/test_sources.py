@@ -187,21 +187,21 @@ def test_network_camera_frames_loss_and_recovery(
         first = collect(q, 1, timeout=10)
         assert first, f"no frame in 10 s; {cam.stats.last_error}; ffmpeg: {stream.log_tail()}"
         first_frame_s = time.monotonic() - t0
-        frames = first + collect(q, 14, timeout=5)
+        frames = first + collect(q, 14, timeout=15)
         assert len(frames) == 15 and cam.state == SourceState.UP
         diff = check_frames(frames, photo_640(samples_dir))
         assert diff < 12, f"decoded frame differs from the photo: mean abs diff {diff:.1f}"
 
         t_kill = time.monotonic()
         stream.stop()
-        assert wait_for(lambda: cam.state != SourceState.UP, 5), "still up 5 s after the kill"
+        assert wait_for(lambda: cam.state != SourceState.UP, 15), "still up 15 s after the kill"
         to_reconnecting_s = time.monotonic() - t_kill
         assert cam.state == SourceState.RECONNECTING
         drain(q)
 
         t_restart = time.monotonic()
         stream.start()
-        back = collect(q, 5, timeout=15)
+        back = collect(q, 5, timeout=30)
         assert len(back) == 5, f"no frames after restart: {cam.stats.last_error}"
         recovery_s = time.monotonic() - t_restart
         assert cam.state == SourceState.UP

@@ -239,7 +239,12 @@ def read_only(path: Path) -> Iterator[str]:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True, timeout=10)
         yield "read-only bind mount"
     finally:
-        subprocess.run(["umount", str(path)], check=False, timeout=10)
+        for _ in range(20):  # busy while the daemon still reads a file there: retry, then detach
+            if subprocess.run(["umount", str(path)], capture_output=True, timeout=10).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            subprocess.run(["umount", "-l", str(path)], check=False, timeout=10)
 
 
 # --------------------------------------------------------------------------- the rig

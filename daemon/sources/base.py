@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from perceptd.daemon.pipeline.queues import BoundedQueue
 
@@ -26,6 +27,30 @@ log = logging.getLogger(__name__)
 SOURCE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # pattern for source ids in configs
 SAMPLE_RATE = 16_000
 CHUNK_SAMPLES = 512  # 32 ms: Silero VAD's chunk at 16 kHz
+
+
+class ReconnectConfig(BaseModel):
+    """Retry settings every reconnecting source shares (camera, microphone)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay")
+    backoff_max_s: float = Field(10.0, gt=0, le=600, description="reconnect delay cap")
+    down_after_failures: int = Field(
+        5,
+        ge=1,
+        le=10_000,
+        description="consecutive failures before the state is 'down' (retries continue)",
+    )
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> ReconnectConfig:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(
+                f"backoff_max_s ({self.backoff_max_s}) must be >= "
+                f"backoff_initial_s ({self.backoff_initial_s})"
+            )
+        return self
 
 
 class SourceError(Exception):

@@ -26,13 +26,14 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.sources.base import (
     SOURCE_ID,
     Backoff,
     Frame,
+    ReconnectConfig,
     Source,
     SourceState,
     StateCallback,
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 UriKind = Literal["index", "device", "url", "file"]
 
 
-class CameraConfig(BaseModel):
+class CameraConfig(ReconnectConfig):
     """One camera: a V4L2 device, a video file or a network stream."""
 
     model_config = ConfigDict(extra="forbid")
@@ -68,24 +69,11 @@ class CameraConfig(BaseModel):
     read_timeout_s: float = Field(
         3.0, gt=0, le=120, description="a read that delivers nothing for this long fails"
     )
-    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay")
-    backoff_max_s: float = Field(10.0, gt=0, le=600, description="reconnect delay cap")
-    down_after_failures: int = Field(
-        5,
-        ge=1,
-        le=10_000,
-        description="consecutive failures before the state is 'down' (retries continue)",
-    )
     width: int | None = Field(None, ge=16, le=7680, description="requested/output frame width")
     height: int | None = Field(None, ge=16, le=4320, description="requested/output frame height")
 
     @model_validator(mode="after")
     def _check(self) -> CameraConfig:
-        if self.backoff_max_s < self.backoff_initial_s:
-            raise ValueError(
-                f"backoff_max_s ({self.backoff_max_s}) must be >= "
-                f"backoff_initial_s ({self.backoff_initial_s})"
-            )
         if (self.width is None) != (self.height is None):
             raise ValueError("width and height must be given together")
         return self

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.sources.base import (
@@ -29,6 +29,7 @@ from perceptd.daemon.sources.base import (
     SOURCE_ID,
     AudioChunk,
     Backoff,
+    ReconnectConfig,
     Source,
     SourceState,
     StateCallback,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 _MAX_ADC_DELAY_NS = 500_000_000
 
 
-class MicrophoneConfig(BaseModel):
+class MicrophoneConfig(ReconnectConfig):
     """One microphone, read at 16 kHz mono in 512-sample blocks (the audio models' format)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -78,28 +79,11 @@ class MicrophoneConfig(BaseModel):
     stall_timeout_s: float = Field(
         2.0, gt=0, le=60, description="a running stream without a callback for this long is lost"
     )
-    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay")
-    backoff_max_s: float = Field(10.0, gt=0, le=600, description="reconnect delay cap")
-    down_after_failures: int = Field(
-        5,
-        ge=1,
-        le=10_000,
-        description="consecutive failures before the state is 'down' (retries continue)",
-    )
     use_adc_time: bool = Field(
         True,
         description="stamp chunks with the host-reported capture time of their last sample "
         "(bounded to 0.5 s before the callback) instead of the callback time",
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> MicrophoneConfig:
-        if self.backoff_max_s < self.backoff_initial_s:
-            raise ValueError(
-                f"backoff_max_s ({self.backoff_max_s}) must be >= "
-                f"backoff_initial_s ({self.backoff_initial_s})"
-            )
-        return self
 
 
 class AudioRing:

@@ -58,10 +58,12 @@ def real_feeds(m) -> dict[str, dict[str, np.ndarray]]:
     import soundfile as sf
 
     from perceptd.daemon.inference.face import pyramid_scales, resize_level
+    from perceptd.daemon.inference.vision import preprocess
 
     imgs = _images()
     feeds: dict[str, dict[str, np.ndarray]] = {}
-    feeds["vision"] = {"image": np.stack([m.vision.preprocess(i) for i in imgs])}
+    feeds["vision"] = {"image": np.stack([preprocess(i) for i in imgs])}  # host path, any device
+    feeds["vision_resize"] = {"frame": np.stack(imgs)}  # 640x480 BGR camera frames
     pcm, _ = sf.read(str(media.speech_wav()), dtype="float32")
     feeds["audio"] = {"patches": m.audio.patches(pcm)}
     chunk, ctx = m.vad.chunk_samples, m.vad.context_samples
@@ -196,11 +198,34 @@ def bench_models(bundle_dir: Path, cfg, device: str = "cpu", batches: list[int] 
                 rows.append(row)
                 log.info("event=model_point model=%s batch=%d provider=%s ort_ms=%.3f", name, b, prov,
                          t["median_ms"])
+    if "vision_resize" in names:
+        rows += _host_resize_rows(feeds["vision_resize"]["frame"], batches, threads, budget_s)
     data = {"kind": "models", **environment(), "bundle": bundle.version, "device": device,
             "providers_tested": [p.removesuffix("ExecutionProvider") for p in providers],
             "torch_eager": bool(targets), "torch_note": torch_why or None, "results": rows}
     data["gpu_speedup"] = _speedups(rows)
     return data
+
+
+def _host_resize_rows(frames: np.ndarray, batches: list[int], threads: int,
+                      budget_s: float) -> list[dict[str, Any]]:
+    """The cv2 preprocessing the daemon does on the host, beside the vision_resize graph rows."""
+    import cv2
+
+    from perceptd.daemon.inference.vision import preprocess
+
+    cv2.setNumThreads(threads)
+    rows = []
+    for b in batches:
+        batch = [frames[i % len(frames)] for i in range(b)]
+        t = time_budget(lambda bb=batch: np.stack([preprocess(f) for f in bb]), budget_s)
+        rows.append({"model": "vision_resize", "batch": b, "provider": "cv2-host", "threads": threads,
+                     "ort_ms": round(t["median_ms"], 4), "ort_p90_ms": round(t["p90_ms"], 4),
+                     "ort_items_per_s": round(1e3 * b / t["median_ms"], 1), "n": t["n"],
+                     "input_shapes": {"frame": [b, *frames.shape[1:]]}, "torch_ms": None,
+                     "torch_items_per_s": None, "speedup_ort_over_torch": None,
+                     "note": "cv2.resize + cvtColor + np.stack (VisionModel host path), not ORT"})
+    return rows
 
 
 def _torch_row(torch, target, feed: dict[str, np.ndarray], prov: str, budget_s: float,
@@ -228,12 +253,17 @@ def _torch_row(torch, target, feed: dict[str, np.ndarray], prov: str, budget_s: 
 def _speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per model and batch: the GPU provider's throughput over the CPU's (same run)."""
     cpu = {(r["model"], r["batch"]): r for r in rows if r["provider"] == "CPU"}
+    host = {(r["model"], r["batch"]): r for r in rows if r["provider"] == "cv2-host"}
     out = []
     for r in rows:
         c = cpu.get((r["model"], r["batch"]))
-        if r["provider"] != "CPU" and c:
-            out.append({"model": r["model"], "batch": r["batch"], "provider": r["provider"],
-                        "speedup_over_cpu": round(c["ort_ms"] / r["ort_ms"], 2)})
+        if r["provider"] not in ("CPU", "cv2-host") and c:
+            row = {"model": r["model"], "batch": r["batch"], "provider": r["provider"],
+                   "speedup_over_cpu": round(c["ort_ms"] / r["ort_ms"], 2)}
+            h = host.get((r["model"], r["batch"]))
+            if h:  # the resize graph on the GPU against the daemon's cv2 host path
+                row["speedup_over_cv2_host"] = round(h["ort_ms"] / r["ort_ms"], 2)
+            out.append(row)
     return out
 
 
@@ -268,12 +298,12 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
 
 def print_table(data: dict[str, Any], echo=print) -> None:
-    echo(f"{'model':<10} {'batch':>5} {'prov':>8} {'ORT ms':>9} {'ORT /s':>9} {'torch ms':>9} "
+    echo(f"{'model':<14} {'batch':>5} {'prov':>8} {'ORT ms':>9} {'ORT /s':>9} {'torch ms':>9} "
          f"{'torch/ORT':>9}")
     for r in data["results"]:
         tm = f"{r['torch_ms']:.3f}" if r["torch_ms"] is not None else "-"
         sp = f"{r['speedup_ort_over_torch']:.2f}" if r["speedup_ort_over_torch"] else "-"
-        echo(f"{r['model']:<10} {r['batch']:>5} {r['provider']:>8} {r['ort_ms']:>9.3f} "
+        echo(f"{r['model']:<14} {r['batch']:>5} {r['provider']:>8} {r['ort_ms']:>9.3f} "
              f"{r['ort_items_per_s']:>9.1f} {tm:>9} {sp:>9}")
     for s in data.get("gpu_speedup", []):
         echo(f"GPU speedup {s['model']} b{s['batch']} {s['provider']}: x{s['speedup_over_cpu']}")

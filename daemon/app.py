@@ -26,6 +26,7 @@ from perceptd.daemon.control.server import ControlServer, HandlerRegistry, Reque
 from perceptd.daemon.health.lifecycle import Lifecycle, State
 from perceptd.daemon.inference.models import ModelRef, ModelSet, load_models
 from perceptd.daemon.inference.session import SessionOptions
+from perceptd.daemon.inference.vision import VisionRuntime
 from perceptd.daemon.messages import HealthMessage, Outbound, QueueHealth, SourceHealth
 from perceptd.daemon.ops import Operations
 from perceptd.daemon.pipeline.audio_stage import AudioStage
@@ -93,6 +94,8 @@ class Daemon:
         rt = cfg.runtime
         self.opts = SessionOptions(rt.device, rt.intra_op_threads, tensorrt=rt.tensorrt,
                                    trt_cache_dir=str(rt.tensorrt_cache))
+        self.vision_runtime = VisionRuntime(rt.gpu_resize, rt.cuda_graph, rt.pinned_memory,
+                                            cfg.vision.max_batch)
         self._source_states: dict[str, tuple[str, str]] = {}
         self._stop = threading.Event()
         self._swap_lock = threading.Lock()
@@ -175,7 +178,8 @@ class Daemon:
         """Verify and load the configured bundle (the slow part of a start)."""
         b = self.cfg.bundle
         bundle = verify_bundle(resolve_bundle(b.dir, b.version))
-        self.models = ModelRef(load_models(bundle, self.cfg.events, self.opts, self.cfg.vision.faces))
+        self.models = ModelRef(load_models(bundle, self.cfg.events, self.opts, self.cfg.vision.faces,
+                                           self.vision_runtime))
 
     def start(self) -> None:
         self.lifecycle.to(State.STARTING)
@@ -401,7 +405,8 @@ class Daemon:
                 _lower_thread_priority()  # loading yields the cores to the live stages
             t0 = time.monotonic()
             try:
-                new = load_models(bundle, self.cfg.events, self.opts, self.cfg.vision.faces)
+                new = load_models(bundle, self.cfg.events, self.opts, self.cfg.vision.faces,
+                                  self.vision_runtime)
             except Exception as exc:  # noqa: BLE001 - the old models keep serving
                 log.error("event=swap_refused version=%s error=%s", bundle.version, exc)
                 self.report_error(f"bundle {bundle.version} refused at load: {exc}")

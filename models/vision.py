@@ -134,3 +134,24 @@ class VisionEncoder(nn.Module):
 def load_vision_encoder(class_embeddings: torch.Tensor) -> VisionEncoder:
     """The encoder with the shipped weights, eval mode."""
     return VisionEncoder(class_embeddings).eval()
+
+
+class FrameResize(nn.Module):
+    """uint8 BGR [B,H,W,3] camera frames (any size) -> uint8 RGB [B,224,224,3] encoder input.
+
+    The daemon's cv2 step (bilinear squash of the whole frame, BGR->RGB) as a graph: on a GPU
+    it runs where the encoder runs, the frame is copied to the device once, and the resized
+    tensor never comes back to the host.  Half-pixel bilinear without antialiasing is what
+    cv2.INTER_LINEAR computes; the two differ only by rounding (at most 1 grey level).
+    """
+
+    def __init__(self, size: int = INPUT_SIZE) -> None:
+        super().__init__()
+        self.size = size
+        self.register_buffer("bgr_to_rgb", torch.tensor([2, 1, 0], dtype=torch.long), persistent=False)
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        x = frame.permute(0, 3, 1, 2).float().index_select(1, self.bgr_to_rgb)
+        x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                                      align_corners=False, antialias=False)
+        return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)

@@ -42,6 +42,15 @@ class RuntimeConfig(_Section):
     tensorrt_cache: Path = Field(
         Path("state/tensorrt"), description="TensorRT engine cache (a restart reuses built engines)"
     )
+    gpu_resize: Literal["auto", "on", "off"] = Field(
+        "auto", description="resize + BGR->RGB of camera frames on the device (bundle's vision_resize); "
+        "auto: when vision runs on a GPU"
+    )
+    cuda_graph: bool = Field(
+        False, description="vision encoder at a fixed batch (vision.max_batch, padded) replayed "
+        "as a CUDA graph"
+    )
+    pinned_memory: bool = Field(True, description="page-locked host buffers for batches copied to a GPU")
 
 
 class FusionConfig(_Section):

@@ -20,7 +20,7 @@ from perceptd.daemon.inference.audio_tagger import AudioTagger
 from perceptd.daemon.inference.session import SessionOptions, provider_of
 from perceptd.daemon.inference.text import TextModel
 from perceptd.daemon.inference.vad import VadModel
-from perceptd.daemon.inference.vision import VisionModel
+from perceptd.daemon.inference.vision import VisionModel, VisionRuntime
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,12 @@ class ModelSet:
 
 
 def load_models(bundle: Bundle, events: list[EventConfig], opts: SessionOptions,
-                with_face: bool = True) -> ModelSet:
+                with_face: bool = True, vision_runtime: VisionRuntime | None = None) -> ModelSet:
     """Create every session of the bundle, compile the events, warm everything up."""
     text = TextModel(bundle.model_path("text"), bundle.file("text_tokenizer.json"), opts)
+    resize = bundle.model_path("vision_resize") if bundle.has("vision_resize") else None
     vision = VisionModel(bundle.model_path("vision"), bundle.preprocessing("vision"),
-                         bundle.labels("vision"), opts)
+                         bundle.labels("vision"), opts, resize, vision_runtime)
     face = _load_face(bundle, opts) if with_face else None
     vad = VadModel(bundle.model_path("vad"), bundle.preprocessing("vad"), opts)
     audio = AudioTagger(bundle.model_path("audio"), bundle.preprocessing("audio"),
@@ -88,6 +89,8 @@ def _warm_up(m: ModelSet) -> None:
     """First calls allocate and optimise: do them now, not on the first real frame."""
     frame = np.zeros((480, 640, 3), np.uint8)
     m.vision.infer(m.vision.preprocess(frame)[None])
+    if m.vision.fixed is None and m.vision.staging.max_batch > 1:  # the full batch's kernels too
+        m.vision.infer(np.stack([m.vision.preprocess(frame)] * m.vision.staging.max_batch))
     if m.face is not None:
         m.face.detect(frame)
     x = np.zeros((1, 4, m.space.queries.shape[-1]), np.float32)

@@ -15,8 +15,10 @@ caller does not read left on the device).  Both paths return the same numpy arra
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ class SessionOptions:
     tensorrt: bool = True  # prefer TensorRT on a GPU where its libraries are present
     trt_cache_dir: str | None = None  # TensorRT engine + timing cache (None: rebuilt each start)
     trt_fp16: bool = False  # fp32 keeps the bundle's parity figures valid
+    cuda_graph: bool = False  # capture + replay (fixed shapes only: see FixedBatchRunner)
     providers: tuple[str, ...] | None = None  # exact provider list (benchmarks); overrides device
 
 
@@ -73,9 +76,9 @@ _CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC"}
 
 def _with_options(p: str, opts: SessionOptions) -> Any:
     if p == TRT:
-        return (TRT, _trt_options(opts))
+        return (TRT, _trt_options(opts) | ({"trt_cuda_graph_enable": True} if opts.cuda_graph else {}))
     if p == CUDA:
-        return (CUDA, dict(_CUDA_OPTIONS))
+        return (CUDA, dict(_CUDA_OPTIONS) | ({"enable_cuda_graph": "1"} if opts.cuda_graph else {}))
     return p
 
 
@@ -114,7 +117,14 @@ def create_session(path: Path | str | bytes, opts: SessionOptions | None = None)
     so.log_severity_level = 3  # the CUDA-fallback chatter is reported by us, once, below
     source = path if isinstance(path, bytes) else str(path)
     providers = _providers(opts)
-    sess = ort.InferenceSession(source, sess_options=so, providers=providers)
+    try:
+        sess = ort.InferenceSession(source, sess_options=so, providers=providers)
+    except Exception as e:  # noqa: BLE001 - ORT raises bare RuntimeErrors (Fail, EPFail, ...)
+        if not opts.cuda_graph:
+            raise
+        # CUDA graphs need every node on the GPU; a graph ORT cannot capture still runs without
+        log.warning("event=cuda_graph_refused model=%s error=%r", _name(path), str(e)[:200])
+        return create_session(path, dataclasses.replace(opts, cuda_graph=False))
     used = sess.get_providers()[0]
     wanted = _wanted(providers)
     if used != wanted and (opts.device == "cuda" or wanted == TRT or opts.providers):
@@ -141,6 +151,8 @@ def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, n
 
 # --------------------------------------------------------------------------- IO binding
 
+Feed = np.ndarray | ort.OrtValue
+
 
 class Runner:
     """Calls one session; on CUDA through IO binding, elsewhere through a plain ``run``.
@@ -148,8 +160,9 @@ class Runner:
     ``constants`` are inputs that never change for this session (e.g. the fusion head's event
     prompts): on CUDA they are copied to the device once.  ``host_outputs`` are the outputs
     the caller reads (None: all); on CUDA the others stay on the device and are returned as
-    None (on the CPU every output is returned).  Safe to call from several threads: each call
-    makes its own binding.
+    OrtValues that another bound Runner takes as a feed without a round trip through the host
+    (the device-side resize feeds the vision encoder this way).  On the CPU every output is
+    returned as numpy.  Safe to call from several threads: each call makes its own binding.
     """
 
     def __init__(self, sess: ort.InferenceSession, constants: Mapping[str, np.ndarray] | None = None,
@@ -165,7 +178,9 @@ class Runner:
             k: ort.OrtValue.ortvalue_from_numpy(v, self.device, 0) for k, v in self._constants.items()
         } if self.bound else {}
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+    def run(self, feeds: Mapping[str, Feed],
+            outputs: Mapping[str, ort.OrtValue] | None = None) -> dict[str, Any]:
+        """Outputs by name; ``outputs`` binds some of them to preallocated device values."""
         if not self.bound:  # exactly a plain run (every output, on the host)
             out = self.session.run(self.output_names, {**self._constants, **feeds})
             return dict(zip(self.output_names, out, strict=True))
@@ -173,13 +188,77 @@ class Runner:
         for name, value in self._device_constants.items():
             io.bind_ortvalue_input(name, value)
         for name, arr in feeds.items():  # one host->device copy per input per call
-            io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr),
-                                                                         self.device, 0))
+            if not isinstance(arr, ort.OrtValue):
+                arr = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), self.device, 0)
+            io.bind_ortvalue_input(name, arr)
+        given = dict(outputs or {})
         for name in self.output_names:
-            io.bind_output(name, "cpu" if name in self.host_outputs else self.device, 0)
+            if name in given:
+                io.bind_ortvalue_output(name, given[name])
+            else:
+                io.bind_output(name, "cpu" if name in self.host_outputs else self.device, 0)
         io.synchronize_inputs()
         self.session.run_with_iobinding(io)
         io.synchronize_outputs()
         values = io.get_outputs()
-        return {n: (v.numpy() if n in self.host_outputs else None)
+        return {n: (v.numpy() if n in self.host_outputs and n not in given else v)
                 for n, v in zip(self.output_names, values, strict=True)}
+
+
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int64)": np.int64,
+             "tensor(float16)": np.float16, "tensor(int32)": np.int32}
+
+
+def _static(shape: Sequence[Any], what: str) -> list[int]:
+    if not all(isinstance(d, int) for d in shape):
+        raise ValueError(f"{what}: a fixed-batch run needs static dimensions past the batch, got {shape}")
+    return [int(d) for d in shape]
+
+
+class FixedBatchRunner:
+    """One single-input session at a fixed batch, bound once to fixed buffers.
+
+    A CUDA graph replays the kernels it captured on the addresses it captured: the shapes and
+    the input/output buffers must never change.  So every call pads its rows to ``batch``,
+    copies them into the same device input (``update_inplace``) and reads the same outputs;
+    the rows past the real ones hold stale data and are cut off.  Calls are serialised (one
+    captured graph, one set of buffers).  Works on the CPU too (same path, no graph), which
+    is how it is tested without a GPU.
+    """
+
+    def __init__(self, sess: ort.InferenceSession, batch: int, device: str | None = None) -> None:
+        if len(sess.get_inputs()) != 1:
+            raise ValueError("FixedBatchRunner takes single-input sessions")
+        self.session = sess
+        self.batch = batch
+        self.device = device or ("cuda" if provider_of(sess) in (CUDA, TRT) else "cpu")
+        inp = sess.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape = [batch, *_static(inp.shape[1:], inp.name)]
+        self.input_dtype = _NP_TYPES[inp.type]
+        self.input = ort.OrtValue.ortvalue_from_shape_and_type(self.input_shape, self.input_dtype,
+                                                               self.device, 0)
+        self.outputs = {
+            o.name: ort.OrtValue.ortvalue_from_shape_and_type([batch, *_static(o.shape[1:], o.name)],
+                                                              _NP_TYPES[o.type], self.device, 0)
+            for o in sess.get_outputs()
+        }
+        self._io = sess.io_binding()
+        self._io.bind_ortvalue_input(self.input_name, self.input)
+        for name, value in self.outputs.items():
+            self._io.bind_ortvalue_output(name, value)
+        self.lock = threading.Lock()
+        self.runs = 0
+
+    def run(self, padded: np.ndarray, rows: int) -> dict[str, np.ndarray]:
+        """``padded``: [batch, ...] whose first ``rows`` rows are real (a staging buffer)."""
+        with self.lock:
+            self.input.update_inplace(np.ascontiguousarray(padded, dtype=self.input_dtype))
+            return self.run_bound(rows)
+
+    def run_bound(self, rows: int) -> dict[str, np.ndarray]:
+        """Run on what is already in ``self.input`` (another session wrote it); hold ``lock``."""
+        self.session.run_with_iobinding(self._io)
+        self.runs += 1
+        # a copy: the next call overwrites these buffers (a CPU OrtValue may hand out a view)
+        return {name: np.array(value.numpy()[:rows]) for name, value in self.outputs.items()}

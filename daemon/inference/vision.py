@@ -1,22 +1,40 @@
 """Camera encoder at run time: frame -> ImageNet probabilities, 1280-d feature, shared-space embed.
 
 The ONNX graph takes uint8 RGB and does the float scaling and layout itself, so the only
-per-frame work here is one cv2 resize and a channel swap of the small 224x224 result.
+per-frame work on the host is one cv2 resize and a channel swap of the small 224x224 result.
+On a GPU even that moves to the device when the bundle has ``vision_resize`` (a resize graph):
+the raw frames of a batch are staged in pinned memory, copied once, resized on the device, and
+the resized tensor goes straight into the encoder (IO binding, no host round trip).  With
+``cuda_graph`` the encoder runs at a fixed batch (padded) so ONNX Runtime can replay a
+captured CUDA graph instead of launching every kernel.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 
-from perceptd.daemon.inference.session import Runner, SessionOptions, create_session
+from perceptd.daemon.inference.session import (
+    CPU,
+    FixedBatchRunner,
+    Runner,
+    SessionOptions,
+    create_session,
+    provider_of,
+)
+from perceptd.daemon.inference.staging import StagingBuffers
+
+log = logging.getLogger(__name__)
 
 INPUT_SIZE = 224
 INPUT_NAME = "image"
+RESIZE_INPUT = "frame"  # vision_resize.onnx: uint8 BGR [B,H,W,3] -> "image"
 OUTPUT_NAMES = ("probs", "features", "embed")
 
 # cv2.INTER_AREA costs 1.2 ms for 640x480 -> 224 and 6 ms from 1080p on one core; bilinear
@@ -48,6 +66,17 @@ def preprocess(
 
 
 @dataclass(frozen=True)
+class VisionRuntime:
+    """Where the vision path does its work (config ``runtime``); the defaults suit CPU and GPU."""
+
+    device_resize: Literal["auto", "on", "off"] = "auto"  # auto: when the encoder runs on a GPU
+    cuda_graph: bool = False  # fixed batch (padded) + CUDA graph replay of the encoder
+    pinned: bool = True  # page-locked staging buffers for batches copied to a GPU
+    max_batch: int = 8  # the stage's max batch: staging buffer rows and the fixed batch
+    io_binding: bool | None = None  # None: on a GPU (forced on in tests to run the GPU path on a CPU)
+
+
+@dataclass(frozen=True)
 class VisionOutput:
     probs: np.ndarray  # [B,1000] float32 softmax
     features: np.ndarray  # [B,1280] float32 pooled features (input of adapters)
@@ -55,7 +84,7 @@ class VisionOutput:
 
 
 class VisionModel:
-    """One ONNX Runtime session of the vision encoder plus its label list."""
+    """The vision encoder (+ the optional device-side resize) and its label list."""
 
     def __init__(
         self,
@@ -63,7 +92,11 @@ class VisionModel:
         preprocessing: dict[str, Any],
         labels: list[str],
         options: SessionOptions | None = None,
+        resize_path: Path | str | None = None,
+        runtime: VisionRuntime | None = None,
     ) -> None:
+        options = options or SessionOptions()
+        rt = runtime or VisionRuntime()
         self.preprocessing = dict(preprocessing)
         self.input_size = int(preprocessing.get("input_size", INPUT_SIZE))
         self.resize = str(preprocessing.get("resize", "bilinear"))
@@ -71,24 +104,81 @@ class VisionModel:
         if self.resize not in _INTERPOLATION:
             raise ValueError(f"vision preprocessing.resize: unknown method {self.resize!r}")
         self.labels = list(labels)
-        self.session = create_session(onnx_path, options)
-        self._runner = Runner(self.session)  # IO binding on CUDA: one input copy per batch
+        self.session = create_session(onnx_path, dataclasses.replace(options, cuda_graph=rt.cuda_graph))
+        on_gpu = provider_of(self.session) != CPU
+        self._runner = Runner(self.session, bind=rt.io_binding)  # IO binding on CUDA
         self._input = self.session.get_inputs()[0].name
         if len(self.labels) != self.session.get_outputs()[0].shape[1]:
             raise ValueError(
                 f"{onnx_path}: {len(self.labels)} labels for "
                 f"{self.session.get_outputs()[0].shape[1]} classes"
             )
+        wants_resize = rt.device_resize == "on" or (rt.device_resize == "auto" and on_gpu)
+        self.device_resize = wants_resize and resize_path is not None and self.resize == "bilinear"
+        self._resize = Runner(create_session(resize_path, dataclasses.replace(options, cuda_graph=False)),
+                              host_outputs=[], bind=rt.io_binding) if self.device_resize else None
+        self.fixed: FixedBatchRunner | None = None
+        if rt.cuda_graph and self._runner.bound:
+            self.fixed = FixedBatchRunner(self.session, rt.max_batch, self._runner.device)
+        self.staging = StagingBuffers(rt.max_batch, pinned=rt.pinned and on_gpu)
+        log.info("event=vision_path provider=%s resize=%s pinned=%s fixed_batch=%s",
+                 provider_of(self.session).removesuffix("ExecutionProvider"),
+                 "device" if self.device_resize else "host", self.staging.pinned,
+                 self.fixed.batch if self.fixed else 0)
 
     def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
-        """The bundle's preprocessing for one BGR frame."""
-        return preprocess(frame_bgr, self.input_size, self.resize, self.center_crop)
+        """The host side of the bundle's preprocessing for one BGR frame.
+
+        With the device-side resize that is only the optional crop: the frame itself is staged.
+        """
+        if not self.device_resize:
+            return preprocess(frame_bgr, self.input_size, self.resize, self.center_crop)
+        if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 HxWx3 BGR frame, got {frame_bgr.dtype} {frame_bgr.shape}")
+        if self.center_crop:
+            h, w = frame_bgr.shape[:2]
+            s = min(h, w)
+            frame_bgr = frame_bgr[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+        return frame_bgr
 
     def infer(self, batch: np.ndarray) -> VisionOutput:
-        """uint8 [B,224,224,3] RGB (from `preprocess`, stacked) -> outputs for the batch."""
-        if batch.ndim == 3:
-            batch = batch[None]
-        out = self._runner.run({self._input: np.ascontiguousarray(batch, dtype=np.uint8)})
+        """Stacked `preprocess` outputs ([B,...] or one item) -> outputs for the batch."""
+        return self.infer_batch(list(batch[None] if batch.ndim == 3 else batch))
+
+    def infer_batch(self, items: list[np.ndarray]) -> VisionOutput:
+        """`preprocess` outputs of any number of frames -> outputs in the same order.
+
+        Items are grouped by shape (cameras of different sizes cannot share a resize call)
+        and cut into chunks of at most ``max_batch``.
+        """
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(item.shape, []).append(i)
+        parts: list[tuple[list[int], VisionOutput]] = []
+        step = self.staging.max_batch
+        for idx in groups.values():
+            for k in range(0, len(idx), step):
+                chunk = idx[k : k + step]
+                with self.staging.batch([items[i] for i in chunk]) as (rows, full):
+                    parts.append((chunk, self._infer_rows(rows, full)))
+        if len(parts) == 1 and parts[0][0] == list(range(len(items))):
+            return parts[0][1]
+        order = np.argsort(np.concatenate([np.asarray(c) for c, _ in parts]), kind="stable")
+        return VisionOutput(*(np.concatenate([getattr(o, f) for _, o in parts])[order]
+                              for f in ("probs", "features", "embed")))
+
+    def _infer_rows(self, rows: np.ndarray, full: np.ndarray) -> VisionOutput:
+        n = len(rows)
+        if self.fixed is not None:
+            if self._resize is None:
+                out = self.fixed.run(full, n)
+            else:  # resize the whole padded buffer straight into the graph's fixed input
+                with self.fixed.lock:
+                    self._resize.run({RESIZE_INPUT: full}, outputs={INPUT_NAME: self.fixed.input})
+                    out = self.fixed.run_bound(n)
+        else:
+            feed = rows if self._resize is None else self._resize.run({RESIZE_INPUT: rows})[INPUT_NAME]
+            out = self._runner.run({self._input: feed})
         return VisionOutput(probs=out["probs"], features=out["features"], embed=out["embed"])
 
     def top_k(self, probs_row: np.ndarray, k: int = 5) -> list[tuple[str, float]]:

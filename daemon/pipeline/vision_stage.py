@@ -56,7 +56,7 @@ class VisionStageConfig(BaseModel):
 @dataclass(frozen=True)
 class Prepared:
     frame: Frame
-    tensor: np.ndarray  # uint8 [224,224,3] RGB
+    tensor: np.ndarray  # VisionModel.preprocess: 224x224 RGB, or the BGR frame for a device resize
 
 
 class PreprocessStage(Worker[Frame]):
@@ -124,7 +124,7 @@ class VisionStage(Worker[Prepared]):
     def process(self, items: list[Prepared]) -> None:
         m = self.models()  # one bundle per batch, even across a hot swap
         t0 = time.perf_counter()
-        out = m.vision.infer(np.stack([p.tensor for p in items]))
+        out = m.vision.infer_batch([p.tensor for p in items])
         dt = time.perf_counter() - t0
         with self._lock:
             self.infer_s += dt

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 import cv2
 import numpy as np
 import torch
 
-from perceptd.daemon.inference.vision import INPUT_NAME, OUTPUT_NAMES, preprocess
+from perceptd.daemon.inference.vision import INPUT_NAME, OUTPUT_NAMES, RESIZE_INPUT, preprocess
 from perceptd.export.target import FEATURE_TOL, PROB_TOL, ExportContext, ExportTarget
 from perceptd.models import vision
 
@@ -15,14 +17,7 @@ PARITY_PHOTOS = ("cat", "coffee", "astronaut", "motorcycle", "rocket", "space", 
 
 
 def _photos(ctx: ExportContext) -> list[np.ndarray]:
-    out = []
-    for name in PARITY_PHOTOS:
-        path = ctx.samples_dir / "images" / f"{name}.jpg"
-        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if frame is None:
-            raise FileNotFoundError(f"parity photo missing or unreadable: {path}")
-        out.append(preprocess(frame))
-    return out
+    return [preprocess(frame) for frame in _frames(ctx)]
 
 
 def preprocessing() -> dict:
@@ -41,6 +36,40 @@ def preprocessing() -> dict:
         "formula": "(float(x) - 127.5) / 127.5, NHWC->NCHW, inside the graph",
         "class_prompt_template": vision.PROMPT_TEMPLATE,
     }
+
+
+def _frames(ctx: ExportContext) -> list[np.ndarray]:
+    """Raw BGR frames as cameras deliver them: each photo at its own size, and at 640x480."""
+    out = []
+    for name in PARITY_PHOTOS:
+        frame = cv2.imread(str(ctx.samples_dir / "images" / f"{name}.jpg"), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise FileNotFoundError(f"parity photo missing or unreadable: {name}.jpg")
+        out.append(frame)
+    return out
+
+
+def resize_target(ctx: ExportContext) -> ExportTarget:
+    """The device-side preprocessing graph (see models.vision.FrameResize)."""
+    frames = _frames(ctx)
+    camera = np.stack([cv2.resize(f, (640, 480), interpolation=cv2.INTER_AREA) for f in frames])
+    return ExportTarget(
+        name="vision_resize",
+        module=vision.FrameResize().eval(),
+        example_inputs=(torch.from_numpy(camera[:2].copy()),),
+        input_names=[RESIZE_INPUT],
+        output_names=[INPUT_NAME],
+        dynamic_axes={RESIZE_INPUT: {0: "batch", 1: "height", 2: "width"}, INPUT_NAME: {0: "batch"}},
+        parity_inputs=[(f[None],) for f in frames] + [(camera,)],
+        # uint8 out: torch and ONNX Runtime may round an exact .5 differently (1 grey level)
+        tolerances={INPUT_NAME: 1.0},
+        preprocessing={"input_name": RESIZE_INPUT, "layout": "NHWC", "dtype": "uint8",
+                       "channel_order": "BGR", "output_size": vision.INPUT_SIZE,
+                       "method": "bilinear (half-pixel, no antialias), round, BGR->RGB",
+                       "feeds": "vision"},
+        source={"package": "perceptd", "version": metadata.version("perceptd"), "license": "Apache-2.0",
+                "notes": "no weights: resize + channel swap of models.vision.FrameResize"},
+    )
 
 
 def targets(ctx: ExportContext) -> list[ExportTarget]:
@@ -63,5 +92,6 @@ def targets(ctx: ExportContext) -> list[ExportTarget]:
             preprocessing=preprocessing(),
             source=vision.source_info(),
             labels=vision.imagenet_class_names(),
-        )
+        ),
+        resize_target(ctx),
     ]

@@ -23,7 +23,7 @@ from perceptd.export.parity import check_parity
 from perceptd.export.target import ExportTarget
 
 ENCODERS = {"vision", "face_pnet", "face_rnet", "face_onet", "vad", "audio", "text"}
-EXPECTED = ENCODERS | {"fusion"}
+EXPECTED = ENCODERS | {"fusion", "vision_resize"}
 
 
 def test_manifest_has_every_model_and_field(bundle) -> None:

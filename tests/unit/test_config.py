@@ -42,6 +42,7 @@ def test_check_config_ok(repo_root: Path) -> None:
     [
         ("runtime:\n  device: tpu\n", "runtime.device", "'tpu'"),
         ("runtime:\n  intra_op_threads: 0\n", "runtime.intra_op_threads", "0"),
+        ("runtime:\n  gpu_resize: maybe\n", "runtime.gpu_resize", "'maybe'"),
         ("fusion:\n  tick_ms: fast\n", "fusion.tick_ms", "'fast'"),
         ("colour: blue\n", "colour", "'blue'"),
         (

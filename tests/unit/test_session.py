@@ -7,6 +7,7 @@ The binding path is what CUDA uses; it is exercised here on the CPU (same ORT ca
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from perceptd.daemon.inference.session import (
@@ -67,8 +68,9 @@ def test_bound_runner_returns_what_run_returns(fusion_session) -> None:
     for name in names:
         if name in host:
             np.testing.assert_array_equal(bound[name], plain[name])
-        else:
-            assert bound[name] is None  # left on the device
+        else:  # left on the device, as a value another bound session can take as a feed
+            assert isinstance(bound[name], ort.OrtValue)
+            np.testing.assert_array_equal(bound[name].numpy(), plain[name])
     unbound = Runner(fusion_session, constants, host_outputs=host, bind=False).run(feeds)
     for name in names:  # the CPU path is a plain run: every output, unchanged
         np.testing.assert_array_equal(unbound[name], plain[name])
@@ -76,3 +78,31 @@ def test_bound_runner_returns_what_run_returns(fusion_session) -> None:
 
 def test_runner_binds_only_on_a_gpu(fusion_session) -> None:
     assert Runner(fusion_session).bound is False
+
+
+def test_providers_carry_the_cuda_graph_option() -> None:
+    opts = SessionOptions(device="cuda", tensorrt=False, cuda_graph=True)
+    cuda = next(p for p in _providers(opts) if p[0] == CUDA)[1]
+    assert cuda["enable_cuda_graph"] == "1"
+    plain = next(p for p in _providers(SessionOptions(device="cuda", tensorrt=False)) if p[0] == CUDA)[1]
+    assert "enable_cuda_graph" not in plain
+
+
+def test_fixed_batch_runner_pads_and_keeps_results(bundle_dir) -> None:
+    """Fixed buffers (what a CUDA graph replays): padded rows are cut off, and the next call's
+    writes into the same buffers do not change what the previous call returned."""
+    from perceptd.daemon.inference.session import FixedBatchRunner
+
+    sess = create_session(bundle_dir / "face_rnet.onnx", SessionOptions(device="cpu"))
+    plain = Runner(sess)
+    fixed = FixedBatchRunner(sess, batch=4)
+    rng = np.random.default_rng(1)
+    a, b = (rng.integers(0, 256, (4, 24, 24, 3), dtype=np.uint8) for _ in range(2))
+    first = fixed.run(a, rows=3)
+    second = fixed.run(b, rows=4)
+    for name, value in plain.run({fixed.input_name: a[:3]}).items():
+        assert first[name].shape[0] == 3
+        np.testing.assert_allclose(first[name], value, atol=1e-6)
+    for name, value in plain.run({fixed.input_name: b}).items():
+        np.testing.assert_allclose(second[name], value, atol=1e-6)
+    assert fixed.runs == 2

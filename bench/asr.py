@@ -16,7 +16,6 @@ Writes bench/results/asr-<stamp>.json and bench/results/asr.md (the table).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -31,7 +30,6 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import yaml
-import zmq
 
 from perceptd.bench import speech_corpus as sc
 from perceptd.bench.common import RESULTS, environment, write_json
@@ -120,20 +118,10 @@ def _command_track(work: Path, voices: tuple[str, ...], gap_s: float) -> tuple[P
 
 
 def _collect(endpoint: str, out: list[dict], stop: threading.Event) -> None:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.setsockopt(zmq.RCVTIMEO, 100)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    while not stop.is_set():
-        try:
-            _topic, body = sock.recv_multipart()
-        except zmq.Again:
-            continue
-        out.append(json.loads(body))
-    sock.close(0)
-    ctx.term()
+    from perceptd.daemon.control.client import subscribe
+
+    for _topic, msg in subscribe(endpoint, stop=stop):
+        out.append(msg)
 
 
 def _proc_cpu_s(pid: int) -> float:

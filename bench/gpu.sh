@@ -8,8 +8,8 @@
 # results under $OUT (at most 8 files come back).
 #
 #   bench/gpu.sh [--dry-run] [PHASE] [-- extra `perceptd bench` args]
-#   PHASE: absorb (default) | probe | models | pipeline | all (= probe models pipeline)
-#   env:   STREAMS (default 1,2,4,8), SECONDS_PER_POINT (8), VISION_BATCH (32), TAG (a name)
+#   PHASE: absorb (default) | probe | models | pipeline | findmax | all (= probe models pipeline)
+#   env:   STREAMS (default 1,16), SECONDS_PER_POINT (8), VISION_BATCH (32), FINDMAX (64), TAG
 #
 # --dry-run checks the whole path on this CPU machine: parts, sha256, unpacking, config, and a
 # short CPU run of each phase with the venv's packages (the cp312 wheels are not installed).
@@ -102,11 +102,15 @@ Path(dst).write_text(yaml.safe_dump(cfg))
 PYEOF
 
 # ------------------------------------------------------------------ 4. phases
-STREAMS=${STREAMS:-1,2,4,8}
+# Results go to $W/results; each call ends by packing them into ONE archive under $OUT (at
+# most 8 files come back), beside gpu-log.txt and probe.txt.
+STREAMS=${STREAMS:-1,16}
 SECS=${SECONDS_PER_POINT:-8}
 BATCH=${VISION_BATCH:-32}
-if [ $DRY = 1 ]; then STREAMS=${STREAMS_DRY:-1}; SECS=2; fi
+FINDMAX=${FINDMAX:-64}
+if [ $DRY = 1 ]; then STREAMS=${STREAMS_DRY:-1}; SECS=2; FINDMAX=${FINDMAX_DRY:-2}; fi
 TAG=${TAG:-$(echo "$STREAMS" | tr ',' '-')}
+mkdir -p "$W/results"
 
 probe() {
   log "probe"
@@ -115,51 +119,82 @@ probe() {
 import sys, onnxruntime as ort
 from perceptd.daemon.bundle import resolve_bundle, verify_bundle
 from perceptd.daemon.config import load_config
+from perceptd.daemon.inference.models import load_models
 from perceptd.daemon.inference.session import SessionOptions, create_session, provider_of
+from perceptd.daemon.inference.staging import cuda_runtime
+from perceptd.daemon.inference.vision import VisionRuntime
 cfg = load_config(sys.argv[1])
 b = verify_bundle(resolve_bundle(cfg.bundle.dir, cfg.bundle.version))
 print("python", sys.version.split()[0], "onnxruntime", ort.__version__, ort.__file__)
 print("available", ort.get_available_providers())
-for name in ("vision", "fusion"):
+for name in ("vision", "vision_resize", "fusion"):
     s = create_session(b.model_path(name), SessionOptions(device=cfg.runtime.device))
     print(name, "runs on", provider_of(s))
+print("cuda runtime for pinned buffers:", cuda_runtime())
+for rt in (VisionRuntime(), VisionRuntime(cuda_graph=True, max_batch=32)):
+    m = load_models(b, cfg.events, SessionOptions(device=cfg.runtime.device), False, rt)
+    print(rt, "->", m.vision.path(), m.providers())
 PYEOF
   } > "$OUT/probe.txt" 2>&1
   cat "$OUT/probe.txt"
 }
 
-newest_png() { ls -t "$W/results/$1"-*.png 2>/dev/null | head -1; }
+bench() {  # perceptd bench with the common flags; output to the log
+  "$PY" -m perceptd bench -c "$CFG" --device $DEVICE "$@" "${EXTRA[@]}" 2>&1 | tail -40 | tee -a "$OUT/gpu-log.txt"
+}
+
+smi_start() {  # GPU utilisation and memory every 0.5 s while a phase runs
+  SMI=""
+  if [ $DRY = 0 ] && command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 500 \
+      > "$W/results/gpu-util-$1.csv" 2>/dev/null & SMI=$!
+  fi
+}
+smi_stop() { [ -n "${SMI:-}" ] && kill "$SMI" 2>/dev/null; SMI=""; }
 
 models() {
   log "models"
   local b=1,8,32 r=10
   [ $DRY = 1 ] && { b=1,8; r=2; }
-  "$PY" -m perceptd bench -c "$CFG" --models --device $DEVICE --batches $b --repeat $r --no-torch \
-    --json "$OUT/models-$DEVICE.json" "${EXTRA[@]}" 2>&1 | tail -40 | tee -a "$OUT/gpu-log.txt"
-  p=$(newest_png "models-$DEVICE"); [ -n "$p" ] && cp "$p" "$OUT/models-$DEVICE.png"
+  bench --models --batches $b --repeat $r --no-torch
 }
 
+# configurations 1 and 16 streams (max rate vs ceiling, plain loop at 1, 30 fps), the vision
+# paths side by side at the largest, and the 15 fps latency run
 pipeline() {
   log "pipeline streams=$STREAMS seconds=$SECS batch=$BATCH"
-  local smi=""
-  if [ $DRY = 0 ] && command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 500 \
-      > "$OUT/gpu-util-$TAG.csv" 2>/dev/null & smi=$!
-  fi
   local extra_dry=()
   [ $DRY = 1 ] && extra_dry=(--warmup 1 --no-latency)
-  "$PY" -m perceptd bench -c "$CFG" --pipeline --device $DEVICE --streams "$STREAMS" --seconds "$SECS" \
-    --warmup 4 --vision-batch "$BATCH" --sequential-max-streams 4 "${extra_dry[@]}" \
-    --json "$OUT/pipeline-$DEVICE-$TAG.json" "${EXTRA[@]}" 2>&1 | tail -40 | tee -a "$OUT/gpu-log.txt"
-  [ -n "$smi" ] && kill "$smi" 2>/dev/null
-  p=$(newest_png "pipeline-$DEVICE"); [ -n "$p" ] && cp "$p" "$OUT/pipeline-$DEVICE-$TAG.png"
+  smi_start "pipeline-$TAG"
+  bench --pipeline --streams "$STREAMS" --seconds "$SECS" --warmup 4 --vision-batch "$BATCH" \
+    --sequential-max-streams 1 --compare-vision-paths "${extra_dry[@]}"
+  smi_stop
+}
+
+# the GPU target: 30 fps streams doubled up to $FINDMAX until frames drop or p99 >= 50 ms
+findmax() {
+  log "findmax up to $FINDMAX streams, batch=$BATCH"
+  local w=3 s=6
+  [ $DRY = 1 ] && { w=1; s=2; }
+  smi_start "findmax"
+  bench --pipeline --no-configurations --no-latency --find-max-streams "$FINDMAX" --seconds $s \
+    --warmup $w --vision-batch "$BATCH"
+  smi_stop
+}
+
+pack() {
+  local name="results-$PHASE-$(date -u +%Y%m%d-%H%M%S).tgz"
+  tar -czf "$OUT/$name" -C "$W/results" . && log "packed $(ls "$W/results" | wc -l) files into $name"
+  rm -rf "$W/results"/*
 }
 
 case "$PHASE" in
   probe) probe ;;
   models) models ;;
   pipeline) pipeline ;;
+  findmax) findmax ;;
   all) probe; models; pipeline ;;
   *) log "unknown phase $PHASE"; exit 2 ;;
 esac
+pack
 log "done; results in $OUT"

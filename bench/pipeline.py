@@ -39,14 +39,26 @@ def _cores() -> int:
 # --------------------------------------------------------------------------- the daemon
 
 
+def runtime_overrides(args) -> dict[str, Any]:
+    """The runtime settings the command line overrides (the rest as configured)."""
+    out: dict[str, Any] = {}
+    if getattr(args, "gpu_resize", None):
+        out["gpu_resize"] = args.gpu_resize
+    if getattr(args, "cuda_graph", False):
+        out["cuda_graph"] = True
+    return out
+
+
 def run_daemon(sc: Scenario, bundle_dir: Path, args, work: Path, seconds: float | None = None,
-               warmup: float | None = None, sample_period: float = 0.0) -> dict[str, Any]:
+               warmup: float | None = None, sample_period: float = 0.0,
+               runtime: dict[str, Any] | None = None) -> dict[str, Any]:
     """Start the daemon, let it warm up, measure a window of `seconds`, stop it."""
     seconds = args.seconds if seconds is None else seconds
     warmup = args.warmup if warmup is None else warmup
     vision = {k: v for k, v in (("workers", args.vision_workers), ("max_batch", args.vision_batch),
                                 ("max_wait_ms", args.vision_wait_ms)) if v is not None} or None
-    cfg = scenario_config(sc, bundle_dir, args.threads, vision, Path(args.config))
+    cfg = scenario_config(sc, bundle_dir, args.threads, vision, Path(args.config),
+                          {**runtime_overrides(args), **(runtime or {})})
     d = DaemonRun(cfg, work / sc.name)
     sampler = None
     try:
@@ -105,6 +117,7 @@ def _summarise(sc, rows, usage, s0, s1, ready, rc, d, sampler) -> dict[str, Any]
         "fusion_evals_per_frame": round(evals / max(1, vis_items), 3),
         "cpu": {k: round(v, 3) for k, v in usage.items()},
         "providers": ready.get("providers"),
+        "vision_path": ready.get("vision_path"),
         "exit_code": rc,
         "stage_busy_s": {k: round(_delta(s0, s1, "stages", k, "busy_s"), 3) for k in s1["stages"]},
         "commands_sent": d.commands.sent if d.commands else 0,
@@ -240,6 +253,62 @@ def soak_run(bundle_dir: Path, args, work: Path) -> dict[str, Any]:
     return {**out, "run": r}
 
 
+# The preprocessing "before and after": the same load with the resize on the host (cv2), on
+# the device (the bundle's vision_resize graph) and on the device with the encoder replayed as
+# a CUDA graph.  On a CPU the device resize is ORT's Resize on the CPU: it shows why `auto`
+# keeps cv2 there; the CUDA graph is inactive (vision_path.fixed_batch says so).
+VISION_PATHS = {
+    "host_resize": {"gpu_resize": "off", "cuda_graph": False},
+    "device_resize": {"gpu_resize": "on", "cuda_graph": False},
+    "device_resize_cuda_graph": {"gpu_resize": "on", "cuda_graph": True},
+}
+
+
+def compare_vision_paths(bundle_dir: Path, args, work: Path, n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"streams": n, "mode": "max rate (240 fps files, block queues) + WAV + commands"}
+    for name, rt in VISION_PATHS.items():
+        log.info("event=vision_path_run path=%s streams=%d", name, n)
+        r = run_daemon(Scenario(f"path_{name}_{n}", n, realtime=False, device=args.device), bundle_dir,
+                       args, work, runtime=rt)
+        per_cpu_s = r["throughput_fps"] / max(1e-9, r["cpu"]["daemon_cores"])
+        out[name] = {"throughput_fps": r["throughput_fps"], "cpu": r["cpu"],
+                     "frames_per_daemon_cpu_second": round(per_cpu_s, 2),
+                     "latency_ms": r["latency_ms"], "mean_vision_batch": r["mean_vision_batch"],
+                     "vision_path": r["vision_path"], "providers": r["providers"],
+                     "exit_code": r["exit_code"]}
+    base = out["host_resize"]
+    out["ratios_over_host_resize"] = {
+        name: {"throughput": round(out[name]["throughput_fps"] / max(1e-9, base["throughput_fps"]), 3),
+               "frames_per_daemon_cpu_second": round(out[name]["frames_per_daemon_cpu_second"]
+                                                     / max(1e-9, base["frames_per_daemon_cpu_second"]), 3)}
+        for name in VISION_PATHS if name != "host_resize"}
+    return out
+
+
+def find_max_streams(bundle_dir: Path, args, work: Path) -> dict[str, Any]:
+    """Double the 30 fps streams until one point drops >= 1 % of frames or passes the p99 bound."""
+    target = args.p99_target_ms or (50.0 if args.device == "cuda" else 100.0)
+    points, best, n = [], 0, 1
+    while n <= args.find_max_streams:
+        for i in range(n):
+            media.video(i, 30)
+        r = run_daemon(Scenario(f"find_{n}", n, realtime=True, fps=30.0, device=args.device), bundle_dir,
+                       args, work)
+        p99 = r["latency_ms"].get("p99")
+        ok = (r["dropped_fraction"] is not None and r["dropped_fraction"] < 0.01 and p99 is not None
+              and p99 < target and r["throughput_fps"] >= 0.97 * 30 * n)
+        points.append({"streams": n, "offered_fps": 30 * n, "fps": r["throughput_fps"],
+                       "dropped_fraction": r["dropped_fraction"], "latency_ms": r["latency_ms"],
+                       "daemon_cores": r["cpu"]["daemon_cores"], "mean_vision_batch": r["mean_vision_batch"],
+                       "vision_path": r["vision_path"], "sustained": ok})
+        log.info("event=find_point streams=%d fps=%.1f dropped=%s p99=%s sustained=%s", n,
+                 r["throughput_fps"], r["dropped_fraction"], p99, ok)
+        if not ok:
+            break
+        best, n = n, n * 2
+    return {"p99_target_ms": target, "drop_bound": 0.01, "max_streams_sustained": best, "points": points}
+
+
 def scaling(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Cost per stream as streams grow: CPU per frame at max rate; at 30 fps per stream, what
     is sustained, dropped, how late, and the daemon's CPU per stream."""
@@ -267,6 +336,7 @@ def bench_pipeline(bundle_dir: Path, args) -> dict[str, Any]:
     from perceptd.daemon.config import load_config
     from perceptd.daemon.inference.models import load_models
     from perceptd.daemon.inference.session import SessionOptions
+    from perceptd.daemon.inference.vision import VisionRuntime
 
     cfg = load_config(args.config)
     bundle = verify_bundle(bundle_dir)
@@ -275,18 +345,21 @@ def bench_pipeline(bundle_dir: Path, args) -> dict[str, Any]:
         media.video(i, 30), media.video(i, 240)
     media.speech_wav()
     opts = SessionOptions(args.device, args.threads)
-    m = load_models(bundle, cfg.events, opts, cfg.vision.faces)
+    rt = cfg.runtime.model_copy(update=runtime_overrides(args))
+    mb = args.vision_batch or cfg.vision.max_batch
+    vrt = VisionRuntime(rt.gpu_resize, rt.cuda_graph, rt.pinned_memory, mb)  # as the daemon runs it
+    m = load_models(bundle, cfg.events, opts, cfg.vision.faces, vrt)
     seq_models = {args.threads: m}
     if not args.no_sequential and args.device == "cpu" and _cores() > args.threads:
         seq_models[_cores()] = load_models(bundle, cfg.events, SessionOptions("cpu", _cores()),
                                            cfg.vision.faces)
-    mb = args.vision_batch or cfg.vision.max_batch
     batches = sorted({1, mb, *[min(n, mb) for n in args.streams]})
-    log.info("event=stage_costs")
-    costs = stages.measure_all(m, cfg, list(args.streams), batches)
     work = Path(tempfile.mkdtemp(prefix="perceptd-bench-"))
     rows = []
-    for n in args.streams:
+    if not args.no_configurations:
+        log.info("event=stage_costs")
+        costs = stages.measure_all(m, cfg, list(args.streams), batches)
+    for n in [] if args.no_configurations else args.streams:
         row = configuration(m, cfg, costs, bundle_dir, n, args, work, seq_models)
         # the vision cost at the batch the daemon really used, measured alone now
         b = round(row["pipeline_max_rate"]["mean_vision_batch"] or 1)
@@ -301,12 +374,18 @@ def bench_pipeline(bundle_dir: Path, args) -> dict[str, Any]:
         log.info("event=config_done streams=%d throughput=%.1f ceiling=%.1f efficiency=%.3f", n,
                  row["throughput_fps"], row["ceiling_fps"], row["pipeline_efficiency"])
     data: dict[str, Any] = {
-        "scaling": scaling(rows),
+        "scaling": scaling(rows), "runtime": rt.model_dump(mode="json"),
         "kind": "pipeline", **env, "bundle": bundle.version, "device": args.device,
         "ort_intra_op_threads": args.threads, "seconds_per_point": args.seconds, "warmup_s": args.warmup,
         "video_codec": media.video(0, 240).stem.rsplit("_", 1)[1], "configurations": rows,
         "vision_config": cfg.vision.model_dump(),
     }
+    if args.compare_vision_paths:
+        log.info("event=compare_vision_paths streams=%d", max(args.streams))
+        data["vision_paths"] = compare_vision_paths(bundle_dir, args, work, max(args.streams))
+    if args.find_max_streams:
+        log.info("event=find_max_streams up_to=%d", args.find_max_streams)
+        data["max_streams_30fps"] = find_max_streams(bundle_dir, args, work)
     if not args.no_latency:
         log.info("event=latency_run")
         data["latency_15fps"] = latency_run(bundle_dir, args, work)
@@ -330,6 +409,19 @@ def print_table(data: dict[str, Any], echo=print) -> None:
              f"{r.get('ratio_pipelined_over_sequential_max_rate') or float('nan'):>6.2f} "
              f"{rt['pipeline']['throughput_fps']:>9.1f}/{seq or float('nan'):<10.1f} "
              f"{r['latency_ms']['p50']}/{r['latency_ms']['p99']}")
+    if "vision_paths" in data:
+        vp = data["vision_paths"]
+        for name in VISION_PATHS:
+            r = vp[name]
+            echo(f"vision path {name:<25} {vp['streams']} streams: {r['throughput_fps']:>7.1f} fps, "
+                 f"{r['frames_per_daemon_cpu_second']:>7.1f} frames per daemon CPU-s, "
+                 f"p50/p99 {r['latency_ms']['p50']}/{r['latency_ms']['p99']} ms, {r['vision_path']}")
+    if "max_streams_30fps" in data:
+        f = data["max_streams_30fps"]
+        echo(f"most 30 fps streams sustained (< 1 % dropped, p99 < {f['p99_target_ms']} ms): "
+             f"{f['max_streams_sustained']}  ("
+             + ", ".join(f"{p['streams']}: {p['fps']} fps p99 {p['latency_ms'].get('p99')}"
+                         for p in f["points"]) + ")")
     if "latency_15fps" in data:
         lat = data["latency_15fps"]["latency_ms"]
         echo(f"latency, 1 stream 15 fps + audio + commands: p50 {lat['p50']} ms, p99 {lat['p99']} ms")
@@ -396,6 +488,19 @@ def plot(data: dict[str, Any], path: Path) -> None:
         _plot_soak(data, path.with_name(path.stem + "-soak.png"))
 
 
+def plot_all(data: dict[str, Any], path: Path) -> None:
+    """The PNGs the run has data for: `path` itself, -soak.png, -paths.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    if data["configurations"]:
+        plot(data, path)
+    elif "soak" in data:
+        _plot_soak(data, path.with_name(path.stem + "-soak.png"))
+    if "vision_paths" in data or "max_streams_30fps" in data:
+        _plot_gpu_path(data, path.with_name(path.stem + "-paths.png"))
+
+
 def _plot_soak(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -415,10 +520,49 @@ def _plot_soak(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _plot_gpu_path(data: dict[str, Any], path: Path) -> None:
+    """Vision paths side by side, and the stream search (what the GPU targets are read from)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    vp = data.get("vision_paths")
+    if vp:
+        names = list(VISION_PATHS)
+        x = np.arange(len(names))
+        axes[0].bar(x - 0.2, [vp[n]["throughput_fps"] for n in names], 0.4, label="frames/s")
+        axes[0].bar(x + 0.2, [vp[n]["frames_per_daemon_cpu_second"] for n in names], 0.4,
+                    label="frames per daemon CPU-s")
+        axes[0].set_xticks(x, [n.replace("_", "\n") for n in names], fontsize=8)
+        axes[0].set_title(f"vision path, {vp['streams']} streams at max rate ({data['device']})")
+        axes[0].legend(fontsize=8)
+    f = data.get("max_streams_30fps")
+    if f:
+        pts = f["points"]
+        n = [p["streams"] for p in pts]
+        h1 = axes[1].plot(n, [p["fps"] / p["streams"] for p in pts], "o-", label="fps per stream")
+        axes[1].set_ylim(0, 33)
+        ax2 = axes[1].twinx()
+        h2 = ax2.plot(n, [p["latency_ms"].get("p99") or 0 for p in pts], "s--", color="C3", label="p99 ms")
+        ax2.axhline(f["p99_target_ms"], color="C3", linestyle=":")
+        ax2.set_ylim(0, None)
+        ax2.set_ylabel("capture-to-publish p99 ms")
+        axes[1].set_xscale("log", base=2)
+        axes[1].set_xlabel("30 fps streams")
+        axes[1].set_ylabel("frames/s per stream")
+        axes[1].set_title(f"most streams sustained: {f['max_streams_sustained']} ({data['device']})")
+        axes[1].legend(handles=h1 + h2, loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(bundle_dir: Path, args) -> Path:
     data = bench_pipeline(bundle_dir, args)
     print_table(data)
     path = write_json(f"pipeline-{args.device}", data, args.json_out)
-    plot(data, path.with_suffix(".png"))
-    print(f"wrote {path} and {path.with_suffix('.png').name}")
+    plot_all(data, path.with_suffix(".png"))
+    print(f"wrote {path} and its PNGs")
     return path

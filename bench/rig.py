@@ -7,7 +7,6 @@ nothing but the CPU they take, which is measured and reported beside the figures
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -50,7 +49,8 @@ class Scenario:
 
 
 def scenario_config(sc: Scenario, bundle_dir: Path, threads: int = 1,
-                    vision: dict[str, Any] | None = None, base: Path | None = None) -> dict[str, Any]:
+                    vision: dict[str, Any] | None = None, base: Path | None = None,
+                    runtime: dict[str, Any] | None = None) -> dict[str, Any]:
     """The config (default: the repo's config.yaml) with the scenario's sources, queues, bundle
     and free ports; everything else (events, vision, audio, speech) as configured."""
     cfg = yaml.safe_load((base or REPO / "config.yaml").read_text()) or {}
@@ -67,7 +67,8 @@ def scenario_config(sc: Scenario, bundle_dir: Path, threads: int = 1,
                        "frames": {"size": max(8, 2 * sc.streams), "policy": live},
                        "prepared": {"size": max(16, 2 * sc.streams), "policy": live}}
     cfg["bundle"] = {"dir": str(bundle_dir.parent), "version": bundle_dir.name}
-    cfg["runtime"] = {"device": sc.device, "intra_op_threads": threads}
+    cfg["runtime"] = {**(cfg.get("runtime") or {}), "device": sc.device, "intra_op_threads": threads,
+                      **(runtime or {})}
     cfg["publish"] = {"endpoint": f"tcp://127.0.0.1:{free_port()}", "sndhwm": 100_000}
     cfg["control"] = {"endpoint": f"tcp://127.0.0.1:{free_port()}"}
     cfg["health"] = {"interval_s": 1.0}
@@ -136,25 +137,14 @@ class Collector:
         self._thread.start()
 
     def _run(self) -> None:
-        sock = self._ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.setsockopt(zmq.RCVTIMEO, 100)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoint)
-        while not self._stop.is_set():
-            try:
-                topic, body = sock.recv_multipart()
-            except zmq.Again:
-                continue
-            t_recv = time.monotonic_ns()
-            msg = json.loads(body)
-            row = (topic.decode(), msg["seq"], msg["t_capture_ns"], msg["t_publish_ns"], t_recv)
+        from perceptd.daemon.control.client import subscribe
+
+        for topic, msg in subscribe(self.endpoint, ctx=self._ctx, stop=self._stop, rcvhwm=100_000):
+            row = (topic, msg["seq"], msg["t_capture_ns"], msg["t_publish_ns"], time.monotonic_ns())
             with self._lock:
                 self.rows.append(row)
-                if row[0].startswith("event.") or row[0] == "command":
+                if topic.startswith("event.") or topic == "command":
                     self.events.append(msg)
-        sock.close(0)
 
     def mark(self) -> int:
         with self._lock:

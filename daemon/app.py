@@ -333,6 +333,7 @@ class Daemon:
             "run_id": self.publisher.run_id,
             "model_version": m.version,
             "providers": m.providers(),
+            "vision_path": m.vision.path(),
             "events_endpoint": self.publisher.endpoint,
             "control_endpoint": self.control.endpoint,
             "sources": {s.source_id: {"state": str(s.stats.state), "reconnects": s.stats.reconnects,

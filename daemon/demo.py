@@ -8,7 +8,6 @@ commands over the real control socket, and shows what a subscriber receives.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import tempfile
 import threading
@@ -22,7 +21,7 @@ import soundfile as sf
 import zmq
 
 from perceptd.daemon.config import Config, load_config
-from perceptd.daemon.control.client import send_request
+from perceptd.daemon.control.client import send_request, subscribe
 from perceptd.daemon.publish.zmq_pub import PublisherConfig
 from perceptd.daemon.sources.camera import CameraConfig
 from perceptd.daemon.sources.wavfile import WavFileConfig, load_audio
@@ -100,22 +99,10 @@ class View:
 
 
 def _subscribe(endpoint: str, view: View, stop: threading.Event, echo) -> None:
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.setsockopt(zmq.RCVTIMEO, 100)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    while not stop.is_set():
-        try:
-            _topic, body = sock.recv_multipart()
-        except zmq.Again:
-            continue
-        msg = json.loads(body)
+    for _topic, msg in subscribe(endpoint, ctx=zmq.Context.instance(), stop=stop):
         view.add(msg)
         if echo is not None:
             echo(msg)
-    sock.close()
 
 
 def _render(view: View, daemon, t0: float):

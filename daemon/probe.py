@@ -18,7 +18,7 @@ import numpy as np
 
 from perceptd.daemon.bundle import resolve_bundle, verify_bundle
 from perceptd.daemon.config import Config, load_config
-from perceptd.daemon.fusion.space import MODALITIES
+from perceptd.daemon.fusion.space import MODALITIES, top_prompts
 from perceptd.daemon.inference.models import ModelSet, load_models
 from perceptd.daemon.inference.session import SessionOptions
 from perceptd.daemon.inference.vad import detect_segments
@@ -90,15 +90,9 @@ def probe_text(m: ModelSet, text: str, cfg: Config, top: int, res: ProbeResult) 
     if not text.strip():
         raise UserError("--text: empty text")
     v = m.text.embed([text])[0]
-    sims = np.einsum("d,epd->ep", v, m.space.queries)
-    sims = np.where(m.space.prompt_mask > 0, sims, -np.inf)
-    order = np.argsort(-sims, axis=None)[:top]
     prompts = [list(e.prompts) for e in cfg.events]
-    res.modalities["text"] = {
-        "text": text,
-        "top": [[prompts[e][p], float(sims[e, p])]
-                for e, p in (np.unravel_index(i, sims.shape) for i in order)],
-    }
+    nearest = top_prompts(m.space, v[None], prompts, top)[0]
+    res.modalities["text"] = {"text": text, "top": [[lab, p] for lab, p in nearest]}
     res.x[MODALITIES.index("text")] = v
     res.mask[MODALITIES.index("text")] = 1
 

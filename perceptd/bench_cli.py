@@ -29,6 +29,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override vision.workers for the daemon runs (default: as configured)")
     p.add_argument("--vision-batch", type=int, default=None, help="override vision.max_batch")
     p.add_argument("--vision-wait-ms", type=float, default=None, help="override vision.max_wait_ms")
+    p.add_argument("--gpu-resize", choices=("auto", "on", "off"), default=None,
+                   help="override runtime.gpu_resize (frames resized on the device)")
+    p.add_argument("--cuda-graph", action="store_true", help="runtime.cuda_graph on for the daemon runs")
+    p.add_argument("--compare-vision-paths", action="store_true",
+                   help="at the largest --streams, max rate with the resize on the host, on the device, "
+                        "and on the device + CUDA graph, side by side")
+    p.add_argument("--find-max-streams", type=int, default=0, metavar="N",
+                   help="30 fps streams doubled (1, 2, 4 ... N) until frames drop or p99 passes "
+                        "--p99-target-ms: the most streams sustained")
+    p.add_argument("--no-configurations", action="store_true",
+                   help="skip the per---streams comparison (max rate, plain loop, 30 fps): run only "
+                        "--compare-vision-paths / --find-max-streams / latency / soak")
+    p.add_argument("--p99-target-ms", type=float, default=None,
+                   help="latency bound of --find-max-streams (default 50 on cuda, 100 on cpu)")
 
 
 def _int_list(text: str) -> list[int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5561"
 DEFAULT_EVENTS_ENDPOINT = "tcp://127.0.0.1:5560"
+_STOP_POLL_MS = 100  # how often a `subscribe(stop=...)` watcher looks at its stop flag
 
 
 class ControlError(RuntimeError):
@@ -121,25 +123,44 @@ def subscribe(
     ctx: zmq.Context | None = None,
     timeout_s: float | None = None,
     curve: CurveClient | None = None,
+    stop: threading.Event | None = None,
+    rcvhwm: int | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (topic, message) from the events socket; topics are prefixes (none = all).
 
     With `timeout_s`, the iteration ends after that long without a message. Frames that
     are not [topic, JSON object] are logged and skipped.
+
+    With `stop` instead (a watcher thread: demo view, bench and test collectors), the
+    iteration ends within 0.1 s of it being set, and the socket connects without waiting
+    for the handshake, so that thread never blocks past `stop` nor raises on a refused key.
+    `rcvhwm` bounds what libzmq queues for a slow reader (0 = unbounded).
     """
+    if stop is not None and timeout_s is not None:
+        raise ValueError("subscribe: pass timeout_s or stop, not both")
     own = ctx is None
     ctx = zmq.Context() if ctx is None else ctx
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
+    if rcvhwm is not None:
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
     try:
-        # a refused handshake is an error; a daemon not (yet) running is waited for
-        _wait_connected(sock, endpoint, time.monotonic() + 3.0, curve, fail_if_absent=False)
+        if stop is None:
+            # a refused handshake is an error; a daemon not (yet) running is waited for
+            _wait_connected(sock, endpoint, time.monotonic() + 3.0, curve, fail_if_absent=False)
+            poll_ms = None if timeout_s is None else int(timeout_s * 1000)
+        else:
+            if curve is not None:
+                curve.apply(sock)
+            sock.connect(endpoint)
+            poll_ms = _STOP_POLL_MS
         for t in list(topics) or [""]:
             sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-        poll_ms = None if timeout_s is None else int(timeout_s * 1000)
-        while True:
+        while stop is None or not stop.is_set():
             if not sock.poll(poll_ms):
-                return
+                if stop is None:
+                    return
+                continue
             frames = sock.recv_multipart()
             try:
                 msg = json.loads(frames[-1])

@@ -22,7 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from perceptd.daemon.control.requests import REQUEST_TYPES, RequestError, parse_request
 from perceptd.daemon.messages import dumps
-from perceptd.daemon.publish.zmq_pub import bind_socket, check_bind_endpoint, curve_on, set_keepalive
+from perceptd.daemon.publish.zmq_pub import (
+    SocketService,
+    check_bind_endpoint,
+    curve_on,
+    open_bound_socket,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +117,7 @@ class ControlStats:
     replies_dropped: int  # replies libzmq refused (peer gone or not reading)
 
 
-class ControlServer:
+class ControlServer(SocketService):
     """Serves control requests on a ROUTER socket from its own thread."""
 
     def __init__(
@@ -125,22 +130,18 @@ class ControlServer:
         secure: Callable[[zmq.Socket], None] | None = None,
     ) -> None:
         """`secure` sets up the socket before bind (CURVE server keys)."""
+        super().__init__()
         self._ctx = ctx
         self._secure = secure
         self._cfg = config
         self._registry = registry
         self._poll_ms = poll_ms
         self._buckets = TokenBuckets(config.rate_limit_per_s, config.burst)
-        self._stopping = threading.Event()
         self._lock = threading.Lock()  # guards the counters only
         self._requests: collections.Counter[str] = collections.Counter()
         self._errors: collections.Counter[str] = collections.Counter()
         self._received = 0
         self._replies_dropped = 0
-        self._sock: zmq.Socket | None = None
-        self._thread: threading.Thread | None = None
-        self._endpoint = ""
-        self._error: BaseException | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -148,22 +149,11 @@ class ControlServer:
         """Bind (errors raise here, in the caller's thread) and start serving."""
         if self._sock is not None:
             raise RuntimeError("control server already started")
-        sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        # libzmq disconnects peers whose single frame exceeds this, before we could read it:
-        # far above max_request_bytes so ordinary oversize requests still get a reply.
-        sock.setsockopt(zmq.MAXMSGSIZE, max(16 * self._cfg.max_request_bytes, 1 << 20))
-        set_keepalive(sock)
-        try:
-            if self._secure is not None:
-                self._secure(sock)
-            self._endpoint = bind_socket(sock, self._cfg.endpoint)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise RuntimeError(
-                f"cannot bind control endpoint {self._cfg.endpoint}: {exc}"
-            ) from None
-        self._sock = sock
+        # libzmq disconnects peers whose single frame exceeds MAXMSGSIZE, before we could read
+        # it: far above max_request_bytes so ordinary oversize requests still get a reply.
+        self._sock, self._endpoint = open_bound_socket(
+            self._ctx, zmq.ROUTER, self._cfg.endpoint, what="control", secure=self._secure,
+            options={zmq.MAXMSGSIZE: max(16 * self._cfg.max_request_bytes, 1 << 20)})
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
         self._thread.start()
         log.info("control started endpoint=%s handlers=%s", self._endpoint,
@@ -171,30 +161,9 @@ class ControlServer:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.error("control thread did not stop within %.1f s", timeout_s)
+        self._join(timeout_s)
         log.info("control stopped received=%d errors=%d", self._received,
                  sum(self._errors.values()))
-
-    def __enter__(self) -> ControlServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def endpoint(self) -> str:
-        return self._endpoint
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._error
-
-    def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> ControlStats:
         with self._lock:

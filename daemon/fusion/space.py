@@ -38,6 +38,23 @@ class EventSpace:
         return self.names.index(name)
 
 
+def top_prompts(space: EventSpace, vecs: np.ndarray, prompt_texts: list[list[str]],
+                k: int) -> list[list[tuple[str, float]]]:
+    """Per text vector ([N,D]), the `k` nearest declared prompts as (prompt, cosine), best first.
+
+    What a command matched, in the user's own wording; the daemon's text top and `probe` show it.
+    `prompt_texts` are the events' prompts in config order (the rows of `space.queries`).
+    """
+    sims = np.einsum("nd,epd->nep", vecs, space.queries)
+    sims = np.where(space.prompt_mask[None] > 0, sims, -np.inf)
+    out = []
+    for s in sims:
+        flat = np.argsort(-s, axis=None)[:k]
+        out.append([(prompt_texts[e][p], float(s[e, p]))
+                    for e, p in (np.unravel_index(i, s.shape) for i in flat)])
+    return out
+
+
 def _load_npy(bundle: Bundle, relname: str) -> np.ndarray | None:
     if relname not in bundle.manifest.get("files", {}):
         return None

@@ -121,10 +121,14 @@ class VisionModel:
         if rt.cuda_graph and self._runner.bound:
             self.fixed = FixedBatchRunner(self.session, rt.max_batch, self._runner.device)
         self.staging = StagingBuffers(rt.max_batch, pinned=rt.pinned and on_gpu)
-        log.info("event=vision_path provider=%s resize=%s pinned=%s fixed_batch=%s",
+        log.info("event=vision_path provider=%s %s",
                  provider_of(self.session).removesuffix("ExecutionProvider"),
-                 "device" if self.device_resize else "host", self.staging.pinned,
-                 self.fixed.batch if self.fixed else 0)
+                 " ".join(f"{k}={v}" for k, v in self.path().items()))
+
+    def path(self) -> dict[str, Any]:
+        """Where the work happens (status and benchmarks report it beside the providers)."""
+        return {"resize": "device" if self.device_resize else "host", "pinned": self.staging.pinned,
+                "fixed_batch": self.fixed.batch if self.fixed else 0}
 
     def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
         """The host side of the bundle's preprocessing for one BGR frame.

@@ -6,8 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
+from perceptd.daemon.fusion.space import top_prompts
 from perceptd.daemon.fusion.timeline import ModalityOutput
 from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.pipeline.worker import Worker
@@ -37,11 +36,7 @@ class TextStage(Worker[TextCommand]):
         t0 = time.perf_counter()
         vecs = m.text.embed([c.text for c in items])
         self.timings.observe("text", m, time.perf_counter() - t0)
-        sims = np.einsum("nd,epd->nep", vecs, m.space.queries)
-        sims = np.where(m.space.prompt_mask[None] > 0, sims, -np.inf)
-        for c, v, s in zip(items, vecs, sims, strict=True):
-            flat = np.argsort(-s, axis=None)[:3]
-            top = tuple((self.prompt_texts[e][p], float(s[e, p]))
-                        for e, p in (np.unravel_index(i, s.shape) for i in flat))
-            self.fusion.put(ModalityOutput("text", c.source, c.t_capture_ns, v, top,
+        tops = top_prompts(m.space, vecs, self.prompt_texts, 3)
+        for c, v, top in zip(items, vecs, tops, strict=True):
+            self.fusion.put(ModalityOutput("text", c.source, c.t_capture_ns, v, tuple(top),
                                            {"text": c.text, "origin": c.origin}))

@@ -15,9 +15,9 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from urllib.parse import urlsplit
 
 import zmq
@@ -85,6 +85,86 @@ def set_keepalive(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
 
 
+def open_bound_socket(
+    ctx: zmq.Context,
+    kind: int,
+    uri: str,
+    *,
+    what: str,
+    options: Mapping[int, int] | None = None,
+    secure: Callable[[zmq.Socket], None] | None = None,
+    error: type[Exception] = RuntimeError,
+) -> tuple[zmq.Socket, str]:
+    """A daemon-side socket (LINGER 0, keepalive, `options`, `secure` before bind), bound.
+
+    Returns (socket, real endpoint). A bind failure raises `error` naming `what` in the
+    caller's thread, so a bad endpoint stops start-up with one clear line; the socket is closed.
+    """
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    for option, value in (options or {}).items():
+        sock.setsockopt(option, value)
+    set_keepalive(sock)
+    try:
+        if secure is not None:
+            secure(sock)
+        return sock, bind_socket(sock, uri)
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        raise error(f"cannot bind {what} endpoint {uri}: {exc}") from None
+
+
+class SocketService:
+    """The lifecycle the daemon's socket owners share (events PUB, control ROUTER).
+
+    One socket served by one thread: `start` binds in the caller's thread (so errors raise
+    there) and starts it, `stop` ends it; `error` is the first error that ended the thread,
+    read by the app's supervisor. Subclasses set `_sock`, `_endpoint`, `_thread`, `_error`.
+    """
+
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self._sock: zmq.Socket | None = None
+        self._thread: threading.Thread | None = None
+        self._endpoint = ""
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoint(self) -> str:
+        """The bound endpoint with the real port (after start)."""
+        return self._endpoint
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error that ended the serving thread, if any."""
+        return self._error
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _join(self, timeout_s: float) -> None:
+        """Bounded: a wedged thread is logged (by the subclass's logger), never waited for forever."""
+        if self._thread is None:
+            return
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            logging.getLogger(type(self).__module__).error(
+                "%s thread did not stop within %.1f s", self._thread.name, timeout_s)
+
+
 # --------------------------------------------------------------------------- config
 
 
@@ -144,7 +224,7 @@ class PublisherError(RuntimeError):
     """The publisher cannot bind or has been closed."""
 
 
-class EventPublisher:
+class EventPublisher(SocketService):
     """Consumes Outbound items from a queue in its own thread and publishes them stamped."""
 
     def __init__(
@@ -164,6 +244,7 @@ class EventPublisher:
         """`model_version` is read per message (a hot swap shows at once); `observer` sees
         every sent envelope (latency metrics); `tap` also gets the exact JSON frame (bridges);
         `secure` sets up the socket before bind (CURVE); `xpub` lets tests wait for subscribers."""
+        super().__init__()
         self._ctx = ctx
         self._cfg = config
         self._inbox = inbox
@@ -177,16 +258,11 @@ class EventPublisher:
         self.run_id = uuid.uuid4().hex
         self._lock = threading.Lock()
         self._subs_cond = threading.Condition()
-        self._stopping = threading.Event()
-        self._sock: zmq.Socket | None = None
-        self._thread: threading.Thread | None = None
-        self._endpoint = ""
         self._seq = 0
         self._published: collections.Counter[str] = collections.Counter()
         self._dropped = 0
         self._invalid = 0
         self._subscriptions = 0
-        self._error: BaseException | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -195,22 +271,10 @@ class EventPublisher:
         """Bind (errors raise here, in the caller's thread) and start the publishing thread."""
         if self._sock is not None or self._closed:
             raise PublisherError("publisher already started")
-        sock = self._ctx.socket(zmq.XPUB if self._xpub else zmq.PUB)
-        sock.setsockopt(zmq.SNDHWM, self._cfg.sndhwm)
-        sock.setsockopt(zmq.LINGER, 0)
-        set_keepalive(sock)
-        if self._xpub:
-            sock.setsockopt(zmq.XPUB_VERBOSE, 1)
-        try:
-            if self._secure is not None:
-                self._secure(sock)
-            self._endpoint = bind_socket(sock, self._cfg.endpoint)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise PublisherError(
-                f"cannot bind events endpoint {self._cfg.endpoint}: {exc}"
-            ) from None
-        self._sock = sock
+        options = {zmq.SNDHWM: self._cfg.sndhwm, **({zmq.XPUB_VERBOSE: 1} if self._xpub else {})}
+        self._sock, self._endpoint = open_bound_socket(
+            self._ctx, zmq.XPUB if self._xpub else zmq.PUB, self._cfg.endpoint, what="events",
+            options=options, secure=self._secure, error=PublisherError)
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         self._thread.start()
         log.info("publisher started endpoint=%s run_id=%s sndhwm=%d",
@@ -219,10 +283,7 @@ class EventPublisher:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Drain what is queued (bounded), stop the thread, close with a short linger."""
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.error("publisher thread did not stop within %.1f s", timeout_s)
+        self._join(timeout_s)
         with self._lock:
             if self._sock is not None:
                 self._sock.close(linger=self._cfg.close_linger_ms)
@@ -230,26 +291,6 @@ class EventPublisher:
             self._closed = True
         log.info("publisher stopped published=%d dropped=%d invalid=%d",
                  sum(self._published.values()), self._dropped, self._invalid)
-
-    def __enter__(self) -> EventPublisher:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def endpoint(self) -> str:
-        """The bound endpoint with the real port (after start)."""
-        return self._endpoint
-
-    @property
-    def error(self) -> BaseException | None:
-        """The error that ended the publishing thread, if any."""
-        return self._error
-
-    def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     # ------------------------------------------------------------------ publishing
 

@@ -27,6 +27,16 @@ def _png_header(width: int, height: int) -> bytes:
         chunk(b"IEND", b"")
 
 
+def _write_files(out: Path, items: dict[str, bytes]) -> list[Path]:
+    """Each (file name, bytes) written under `out`; the paths, in order."""
+    paths = []
+    for name, raw in items.items():
+        p = out / name
+        p.write_bytes(raw)
+        paths.append(p)
+    return paths
+
+
 def image_corpus(out: Path, flips: int = 12, seed: int = 11) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     data = CAT.read_bytes()
@@ -50,12 +60,7 @@ def image_corpus(out: Path, flips: int = 12, seed: int = 11) -> list[Path]:
         ok, enc = cv2.imencode(ext, arr)
         assert ok
         items[name + ext] = enc.tobytes()
-    paths = []
-    for name, raw in items.items():
-        p = out / name
-        p.write_bytes(raw)
-        paths.append(p)
-    return paths
+    return _write_files(out, items)
 
 
 def video_corpus(out: Path, good_video: Path, seed: int = 12) -> list[Path]:
@@ -69,12 +74,7 @@ def video_corpus(out: Path, good_video: Path, seed: int = 12) -> list[Path]:
     items = {"empty.mp4": b"", "half.mp4": data[: len(data) // 2], "head.mp4": data[:2000],
              "random.mp4": bytes(rng.randrange(256) for _ in range(20000)), "damaged.mp4": bytes(damaged),
              "photo_as_video.mp4": CAT.read_bytes()}
-    paths = []
-    for name, raw in items.items():
-        p = out / name
-        p.write_bytes(raw)
-        paths.append(p)
-    return paths
+    return _write_files(out, items)
 
 
 def wav_corpus(out: Path) -> list[Path]:
@@ -107,14 +107,10 @@ def wav_corpus(out: Path) -> list[Path]:
     inf[100:200] = np.inf
     write("inf.wav", inf, rate, "FLOAT")
     raw = SPEECH.read_bytes()
-    for name, data in {"zero_length.wav": b"", "header_only.wav": raw[:44],
-                       "truncated.wav": raw[: len(raw) // 3 + 1],
-                       "garbage.wav": b"RIFF" + bytes(range(256)) * 4,
-                       "empty_data.wav": _wav_header(0)}.items():
-        p = out / name
-        p.write_bytes(data)
-        paths.append(p)
-    return paths
+    return paths + _write_files(out, {"zero_length.wav": b"", "header_only.wav": raw[:44],
+                                      "truncated.wav": raw[: len(raw) // 3 + 1],
+                                      "garbage.wav": b"RIFF" + bytes(range(256)) * 4,
+                                      "empty_data.wav": _wav_header(0)})
 
 
 def _wav_header(n_bytes: int, rate: int = 16000) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -59,25 +58,15 @@ class Collector:
         self._thread.start()
 
     def _run(self) -> None:
-        sock = self._ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.setsockopt(zmq.RCVHWM, 0)  # a starved test thread must not drop (seq-gap checks)
-        sock.setsockopt(zmq.RCVTIMEO, 100)
-        sock.setsockopt(zmq.LINGER, 0)
-        if self.curve is not None:
-            self.curve.apply(sock)
-        sock.connect(self.endpoint)
-        while not self._stop.is_set():
-            try:
-                topic, body = sock.recv_multipart()
-            except zmq.Again:
-                continue
-            msg = json.loads(body)
-            msg["_topic_frame"] = topic.decode()
+        from perceptd.daemon.control.client import subscribe
+
+        # rcvhwm 0: a starved test thread must not drop (seq-gap checks)
+        for topic, msg in subscribe(self.endpoint, ctx=self._ctx, curve=self.curve, stop=self._stop,
+                                    rcvhwm=0):
+            msg["_topic_frame"] = topic
             msg["_t_recv"] = time.monotonic()
             with self._lock:
                 self.messages.append(msg)
-        sock.close(0)
 
     def snapshot(self, pred: Callable[[dict[str, Any]], bool] = lambda m: True) -> list[dict]:
         with self._lock:

@@ -14,6 +14,7 @@ Then capture-to-publish latency for one 15 fps stream with audio and commands, a
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import tempfile
@@ -26,7 +27,15 @@ import numpy as np
 
 from perceptd.bench import media, stages
 from perceptd.bench.common import environment, write_json
-from perceptd.bench.rig import CpuWindow, DaemonRun, ProcSampler, Scenario, percentiles, scenario_config
+from perceptd.bench.rig import (
+    CpuWindow,
+    DaemonRun,
+    GpuSampler,
+    ProcSampler,
+    Scenario,
+    percentiles,
+    scenario_config,
+)
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -60,7 +69,7 @@ def run_daemon(sc: Scenario, bundle_dir: Path, args, work: Path, seconds: float 
     cfg = scenario_config(sc, bundle_dir, args.threads, vision, Path(args.config),
                           {**runtime_overrides(args), **(runtime or {})})
     d = DaemonRun(cfg, work / sc.name)
-    sampler = None
+    sampler = gpu = gpu_usage = None
     try:
         ready = d.wait_ready()
         if sc.commands_per_s:
@@ -68,16 +77,20 @@ def run_daemon(sc: Scenario, bundle_dir: Path, args, work: Path, seconds: float 
         if sample_period:
             sampler = ProcSampler(d.pid, sample_period)
         time.sleep(warmup)
+        gpu = GpuSampler() if sc.device == "cuda" else None
         s0, mark, cpu = d.status(), d.collector.mark(), CpuWindow(d.pid)
         time.sleep(seconds)
         rows, usage, s1 = d.collector.since(mark), cpu.read(), d.status()
+        gpu_usage = gpu.summary() if gpu is not None else None
         if sampler is not None:
             sampler.close()
     finally:
+        if gpu is not None and gpu_usage is None:
+            gpu.summary()  # stops nvidia-smi
         rc = d.stop()
     if rc != 0:
         log.warning("event=daemon_exit rc=%s log=%s", rc, d.log(500))
-    return _summarise(sc, rows, usage, s0, s1, ready, rc, d, sampler)
+    return {**_summarise(sc, rows, usage, s0, s1, ready, rc, d, sampler), "gpu": gpu_usage}
 
 
 def _delta(s0: dict, s1: dict, *path: str) -> float:
@@ -274,7 +287,7 @@ def compare_vision_paths(bundle_dir: Path, args, work: Path, n: int) -> dict[str
         out[name] = {"throughput_fps": r["throughput_fps"], "cpu": r["cpu"],
                      "frames_per_daemon_cpu_second": round(per_cpu_s, 2),
                      "latency_ms": r["latency_ms"], "mean_vision_batch": r["mean_vision_batch"],
-                     "vision_path": r["vision_path"], "providers": r["providers"],
+                     "vision_path": r["vision_path"], "providers": r["providers"], "gpu": r["gpu"],
                      "exit_code": r["exit_code"]}
     base = out["host_resize"]
     out["ratios_over_host_resize"] = {
@@ -283,6 +296,37 @@ def compare_vision_paths(bundle_dir: Path, args, work: Path, n: int) -> dict[str
                                                      / max(1e-9, base["frames_per_daemon_cpu_second"]), 3)}
         for name in VISION_PATHS if name != "host_resize"}
     return out
+
+
+def sweep_batching(bundle_dir: Path, args, work: Path, n: int) -> dict[str, Any]:
+    """max_batch x max_wait_ms at N live 30 fps streams: what each costs in latency and CPU.
+
+    Recommended: the lowest p99 among the points that sustain the load (< 1 % dropped); the
+    cheapest such point (daemon cores) is reported beside it."""
+    points = []
+    for b in args.sweep_batch:
+        for w in args.sweep_wait_ms:
+            sub = argparse.Namespace(**{**vars(args), "vision_batch": b, "vision_wait_ms": w})
+            r = run_daemon(Scenario(f"sweep_b{b}_w{w:g}_{n}", n, realtime=True, fps=30.0,
+                                    device=args.device), bundle_dir, sub, work)
+            ok = r["dropped_fraction"] is not None and r["dropped_fraction"] < 0.01
+            points.append({"max_batch": b, "max_wait_ms": w, "fps": r["throughput_fps"],
+                           "dropped_fraction": r["dropped_fraction"], "latency_ms": r["latency_ms"],
+                           "mean_vision_batch": r["mean_vision_batch"],
+                           "daemon_cores": r["cpu"]["daemon_cores"], "other_cores": r["cpu"]["other_cores"],
+                           "gpu": r["gpu"], "sustained": ok})
+            log.info("event=sweep_point batch=%d wait_ms=%g fps=%.1f dropped=%s p99=%s cores=%.2f", b, w,
+                     r["throughput_fps"], r["dropped_fraction"], r["latency_ms"].get("p99"),
+                     r["cpu"]["daemon_cores"])
+    ok = [p for p in points if p["sustained"] and p["latency_ms"].get("p99") is not None]
+    best = min(ok, key=lambda p: p["latency_ms"]["p99"]) if ok else None
+    cheapest = min(ok, key=lambda p: p["daemon_cores"]) if ok else None
+    return {"streams": n, "fps_per_stream": 30.0, "points": points,
+            "recommended_lowest_p99": _batching(best), "cheapest_cpu": _batching(cheapest)}
+
+
+def _batching(point: dict[str, Any] | None) -> dict[str, Any] | None:
+    return {"max_batch": point["max_batch"], "max_wait_ms": point["max_wait_ms"]} if point else None
 
 
 def find_max_streams(bundle_dir: Path, args, work: Path) -> dict[str, Any]:
@@ -299,7 +343,9 @@ def find_max_streams(bundle_dir: Path, args, work: Path) -> dict[str, Any]:
               and p99 < target and r["throughput_fps"] >= 0.97 * 30 * n)
         points.append({"streams": n, "offered_fps": 30 * n, "fps": r["throughput_fps"],
                        "dropped_fraction": r["dropped_fraction"], "latency_ms": r["latency_ms"],
-                       "daemon_cores": r["cpu"]["daemon_cores"], "mean_vision_batch": r["mean_vision_batch"],
+                       "daemon_cores": r["cpu"]["daemon_cores"],
+                       "daemon_cores_per_stream": round(r["cpu"]["daemon_cores"] / n, 3),
+                       "gpu": r["gpu"], "mean_vision_batch": r["mean_vision_batch"],
                        "vision_path": r["vision_path"], "sustained": ok})
         log.info("event=find_point streams=%d fps=%.1f dropped=%s p99=%s sustained=%s", n,
                  r["throughput_fps"], r["dropped_fraction"], p99, ok)
@@ -327,6 +373,7 @@ def scaling(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "rt30_latency_p50_ms": rt["latency_ms"]["p50"], "rt30_latency_p99_ms": rt["latency_ms"]["p99"],
             "rt30_daemon_cores_per_stream": round(rt["cpu"]["daemon_cores"] / n, 3),
             "rt30_sustained": bool(rt["dropped_fraction"] is not None and rt["dropped_fraction"] < 0.01),
+            "gpu_max_rate": mx.get("gpu"), "gpu_rt30": rt.get("gpu"),
         })
     return out
 
@@ -383,6 +430,9 @@ def bench_pipeline(bundle_dir: Path, args) -> dict[str, Any]:
     if args.compare_vision_paths:
         log.info("event=compare_vision_paths streams=%d", max(args.streams))
         data["vision_paths"] = compare_vision_paths(bundle_dir, args, work, max(args.streams))
+    if args.sweep_batch:
+        log.info("event=sweep_batching streams=%d", max(args.streams))
+        data["batching_sweep"] = sweep_batching(bundle_dir, args, work, max(args.streams))
     if args.find_max_streams:
         log.info("event=find_max_streams up_to=%d", args.find_max_streams)
         data["max_streams_30fps"] = find_max_streams(bundle_dir, args, work)
@@ -416,6 +466,14 @@ def print_table(data: dict[str, Any], echo=print) -> None:
             echo(f"vision path {name:<25} {vp['streams']} streams: {r['throughput_fps']:>7.1f} fps, "
                  f"{r['frames_per_daemon_cpu_second']:>7.1f} frames per daemon CPU-s, "
                  f"p50/p99 {r['latency_ms']['p50']}/{r['latency_ms']['p99']} ms, {r['vision_path']}")
+    if "batching_sweep" in data:
+        sw = data["batching_sweep"]
+        echo(f"batching sweep, {sw['streams']} streams at 30 fps: batch wait_ms -> fps dropped p50/p99 cores")
+        for p in sw["points"]:
+            echo(f"  {p['max_batch']:>4} {p['max_wait_ms']:>6g} -> {p['fps']:>7.1f} {p['dropped_fraction']} "
+                 f"{p['latency_ms'].get('p50')}/{p['latency_ms'].get('p99')} {p['daemon_cores']:.2f}")
+        echo(f"  recommended (lowest p99, sustained): {sw['recommended_lowest_p99']}; "
+             f"cheapest: {sw['cheapest_cpu']}")
     if "max_streams_30fps" in data:
         f = data["max_streams_30fps"]
         echo(f"most 30 fps streams sustained (< 1 % dropped, p99 < {f['p99_target_ms']} ms): "

@@ -234,6 +234,50 @@ class ProcSampler:
         self._thread.join(2)
 
 
+class GpuSampler:
+    """GPU utilisation (%) and memory used (MiB) every 0.5 s through nvidia-smi, for a window.
+
+    The GPU machine is exclusive to the benchmark, so the whole device's figures are the
+    daemon's.  Without nvidia-smi it records nothing and `summary()` is None."""
+
+    def __init__(self) -> None:
+        self.util: list[float] = []
+        self.mem_mb: list[float] = []
+        self._proc: subprocess.Popen | None = None
+        try:
+            self._proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits",
+                 "-lms", "500"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            return
+        self._thread = threading.Thread(target=self._read, name="gpu-sampler", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            try:
+                u, m = (float(v) for v in line.split(",")[:2])
+            except ValueError:
+                continue
+            self.util.append(u)
+            self.mem_mb.append(m)
+
+    def summary(self) -> dict[str, float] | None:
+        if self._proc is None:
+            return None
+        self._proc.terminate()
+        try:
+            self._proc.wait(2)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._thread.join(2)
+        if not self.util:
+            return None
+        return {"util_mean_pct": round(float(np.mean(self.util)), 1), "util_max_pct": max(self.util),
+                "mem_used_max_mb": max(self.mem_mb), "samples": len(self.util)}
+
+
 # --------------------------------------------------------------------------- the daemon
 
 

@@ -38,6 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--find-max-streams", type=int, default=0, metavar="N",
                    help="30 fps streams doubled (1, 2, 4 ... N) until frames drop or p99 passes "
                         "--p99-target-ms: the most streams sustained")
+    p.add_argument("--sweep-batch", type=_int_list, default=None, metavar="B,B,...",
+                   help="tune cross-stream batching: 30 fps streams (the largest --streams) for each "
+                        "vision.max_batch here x each --sweep-wait-ms")
+    p.add_argument("--sweep-wait-ms", type=_float_list, default=[0.0, 5.0, 20.0], metavar="MS,MS,...",
+                   help="vision.max_wait_ms values of --sweep-batch (default 0,5,20)")
     p.add_argument("--no-configurations", action="store_true",
                    help="skip the per---streams comparison (max rate, plain loop, 30 fps): run only "
                         "--compare-vision-paths / --find-max-streams / latency / soak")
@@ -52,6 +57,16 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
     return values
 
 

@@ -32,7 +32,8 @@ class VisionStageConfig(BaseModel):
 
     max_batch: int = Field(8, ge=1, le=256, description="frames per encoder call (all cameras)")
     max_wait_ms: float = Field(
-        5.0, ge=0, le=1000, description="longest a frame waits for its batch to fill"
+        0.0, ge=0, le=1000, description="longest a frame waits for its batch to fill (0: a batch is "
+        "what is queued; measured: the same CPU cost as 5 ms and half the p50 at 2 streams)"
     )
     workers: int = Field(
         0, ge=0, le=16,

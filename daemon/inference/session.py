@@ -139,6 +139,13 @@ def provider_of(sess: ort.InferenceSession) -> str:
     return sess.get_providers()[0]
 
 
+def cuda_graph_active(sess: ort.InferenceSession) -> bool:
+    """True when the session really captures CUDA graphs (asked for, and not refused)."""
+    opts = sess.get_provider_options()
+    return (opts.get(CUDA, {}).get("enable_cuda_graph") == "1"
+            or opts.get(TRT, {}).get("trt_cuda_graph_enable") in ("1", "True", "true"))
+
+
 def _name(path: Path | str | bytes) -> str:
     return "<bytes>" if isinstance(path, bytes) else Path(path).name
 

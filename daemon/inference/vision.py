@@ -26,6 +26,7 @@ from perceptd.daemon.inference.session import (
     Runner,
     SessionOptions,
     create_session,
+    cuda_graph_active,
     provider_of,
 )
 from perceptd.daemon.inference.staging import StagingBuffers
@@ -117,8 +118,10 @@ class VisionModel:
         self.device_resize = wants_resize and resize_path is not None and self.resize == "bilinear"
         self._resize = Runner(create_session(resize_path, dataclasses.replace(options, cuda_graph=False)),
                               host_outputs=[], bind=rt.io_binding) if self.device_resize else None
+        # a fixed padded batch only pays for a captured graph (on a CPU it is forced by tests)
+        self.cuda_graph = cuda_graph_active(self.session)
         self.fixed: FixedBatchRunner | None = None
-        if rt.cuda_graph and self._runner.bound:
+        if rt.cuda_graph and self._runner.bound and (self.cuda_graph or not on_gpu):
             self.fixed = FixedBatchRunner(self.session, rt.max_batch, self._runner.device)
         self.staging = StagingBuffers(rt.max_batch, pinned=rt.pinned and on_gpu)
         log.info("event=vision_path provider=%s %s",
@@ -128,7 +131,7 @@ class VisionModel:
     def path(self) -> dict[str, Any]:
         """Where the work happens (status and benchmarks report it beside the providers)."""
         return {"resize": "device" if self.device_resize else "host", "pinned": self.staging.pinned,
-                "fixed_batch": self.fixed.batch if self.fixed else 0}
+                "fixed_batch": self.fixed.batch if self.fixed else 0, "cuda_graph": self.cuda_graph}
 
     def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
         """The host side of the bundle's preprocessing for one BGR frame.

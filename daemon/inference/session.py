@@ -45,6 +45,9 @@ class SessionOptions:
     trt_cache_dir: str | None = None  # TensorRT engine + timing cache (None: rebuilt each start)
     trt_fp16: bool = False  # fp32 keeps the bundle's parity figures valid
     cuda_graph: bool = False  # capture + replay (fixed shapes only: see FixedBatchRunner)
+    # TensorRT optimisation profile: input name -> (min, opt, max) shapes.  Without one TensorRT
+    # builds an engine for every new batch size it meets; with one, a single engine serves all.
+    trt_profile: tuple[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...] = ()
     providers: tuple[str, ...] | None = None  # exact provider list (benchmarks); overrides device
 
 
@@ -60,8 +63,15 @@ def tensorrt_loadable() -> bool:
     return False
 
 
+def _shapes(opts: SessionOptions, k: int) -> str:
+    return ",".join(f"{p[0]}:{'x'.join(str(d) for d in p[k])}" for p in opts.trt_profile)
+
+
 def _trt_options(opts: SessionOptions) -> dict[str, Any]:
     o: dict[str, Any] = {"trt_fp16_enable": opts.trt_fp16}
+    if opts.trt_profile:
+        o |= {"trt_profile_min_shapes": _shapes(opts, 1), "trt_profile_opt_shapes": _shapes(opts, 2),
+              "trt_profile_max_shapes": _shapes(opts, 3)}
     if opts.trt_cache_dir:
         Path(opts.trt_cache_dir).mkdir(parents=True, exist_ok=True)
         o |= {"trt_engine_cache_enable": True, "trt_engine_cache_path": opts.trt_cache_dir,

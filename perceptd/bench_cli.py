@@ -12,7 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The pipeline/suite flags (the models/zeroshot ones are declared in perceptd.cli)."""
     p.add_argument("--pipeline", action="store_true",
                    help="end to end: efficiency vs stage ceiling, plain-loop baseline, latency")
-    p.add_argument("--all", action="store_true", help="models + pipeline (the whole suite)")
+    p.add_argument("--all", action="store_true",
+                   help="models + pipeline + --compare-vision-paths + --find-max-streams (the whole suite)")
     p.add_argument("--streams", type=_int_list, default=[1, 4], help="stream counts, e.g. 1,2,4")
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per point")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds before each measurement")
@@ -85,6 +86,10 @@ def bench_main(args: argparse.Namespace) -> int:
         ran = True
     if args.pipeline or args.all:
         from perceptd.bench.pipeline import main as pipeline_main
+
+        if args.all:  # the whole suite: the vision paths side by side and the stream search too
+            args.compare_vision_paths = True
+            args.find_max_streams = args.find_max_streams or (64 if args.device == "cuda" else 4)
 
         pipeline_main(bundle_dir, args)
         ran = True

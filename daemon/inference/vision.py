@@ -55,15 +55,21 @@ def preprocess(
     picture matters more than the exact aspect ratio.  ``center_crop`` takes the central
     square instead (a view, so still one resize).
     """
-    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 HxWx3 BGR frame, got {frame_bgr.dtype} {frame_bgr.shape}")
-    if center_crop:
-        h, w = frame_bgr.shape[:2]
-        s = min(h, w)
-        y, x = (h - s) // 2, (w - s) // 2
-        frame_bgr = frame_bgr[y : y + s, x : x + s]
+    frame_bgr = crop_frame(frame_bgr, center_crop)
     small = cv2.resize(frame_bgr, (size, size), interpolation=_INTERPOLATION[resize])
     return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+
+
+def crop_frame(frame_bgr: np.ndarray, center_crop: bool) -> np.ndarray:
+    """The checked frame, or its central square (a view): the host part of either resize."""
+    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 HxWx3 BGR frame, got {frame_bgr.dtype} {frame_bgr.shape}")
+    if not center_crop:
+        return frame_bgr
+    h, w = frame_bgr.shape[:2]
+    s = min(h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    return frame_bgr[y : y + s, x : x + s]
 
 
 @dataclass(frozen=True)
@@ -145,13 +151,7 @@ class VisionModel:
         """
         if not self.device_resize:
             return preprocess(frame_bgr, self.input_size, self.resize, self.center_crop)
-        if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 HxWx3 BGR frame, got {frame_bgr.dtype} {frame_bgr.shape}")
-        if self.center_crop:
-            h, w = frame_bgr.shape[:2]
-            s = min(h, w)
-            frame_bgr = frame_bgr[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-        return frame_bgr
+        return crop_frame(frame_bgr, self.center_crop)
 
     def infer(self, batch: np.ndarray) -> VisionOutput:
         """Stacked `preprocess` outputs ([B,...] or one item) -> outputs for the batch."""

@@ -51,24 +51,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="latency bound of --find-max-streams (default 50 on cuda, 100 on cpu)")
 
 
-def _int_list(text: str) -> list[int]:
+def _number_list(text: str, kind: type, least: float, what: str) -> list:
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got {text!r}") from None
+    if not values or min(values) < least:
+        raise argparse.ArgumentTypeError(f"expected {what} >= {least:g}, got {text!r}")
     return values
+
+
+def _int_list(text: str) -> list[int]:
+    return _number_list(text, int, 1, "integers")
 
 
 def _float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
-    return values
+    return _number_list(text, float, 0, "numbers")
 
 
 def bench_main(args: argparse.Namespace) -> int:

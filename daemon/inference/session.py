@@ -149,6 +149,11 @@ def provider_of(sess: ort.InferenceSession) -> str:
     return sess.get_providers()[0]
 
 
+def device_of(sess: ort.InferenceSession) -> str:
+    """"cuda" when a GPU provider runs the session, else "cpu" (the OrtValue device name)."""
+    return "cuda" if provider_of(sess) in (CUDA, TRT) else "cpu"
+
+
 def cuda_graph_active(sess: ort.InferenceSession) -> bool:
     """True when the session really captures CUDA graphs (asked for, and not refused)."""
     opts = sess.get_provider_options()
@@ -187,9 +192,8 @@ class Runner:
         self.session = sess
         self.output_names = [o.name for o in sess.get_outputs()]
         self.host_outputs = list(host_outputs) if host_outputs is not None else list(self.output_names)
-        provider = provider_of(sess)
-        self.bound = (provider in (CUDA, TRT)) if bind is None else bind
-        self.device = "cuda" if provider in (CUDA, TRT) else "cpu"
+        self.device = device_of(sess)
+        self.bound = (self.device == "cuda") if bind is None else bind
         self._constants = {k: np.ascontiguousarray(v) for k, v in (constants or {}).items()}
         self._device_constants = {
             k: ort.OrtValue.ortvalue_from_numpy(v, self.device, 0) for k, v in self._constants.items()
@@ -248,7 +252,7 @@ class FixedBatchRunner:
             raise ValueError("FixedBatchRunner takes single-input sessions")
         self.session = sess
         self.batch = batch
-        self.device = device or ("cuda" if provider_of(sess) in (CUDA, TRT) else "cpu")
+        self.device = device or device_of(sess)
         inp = sess.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = [batch, *_static(inp.shape[1:], inp.name)]

@@ -21,12 +21,12 @@ import cv2
 import numpy as np
 
 from perceptd.daemon.inference.session import (
-    CPU,
     FixedBatchRunner,
     Runner,
     SessionOptions,
     create_session,
     cuda_graph_active,
+    device_of,
     provider_of,
 )
 from perceptd.daemon.inference.staging import StagingBuffers
@@ -111,13 +111,12 @@ class VisionModel:
         if self.resize not in _INTERPOLATION:
             raise ValueError(f"vision preprocessing.resize: unknown method {self.resize!r}")
         self.labels = list(labels)
-        size = int(preprocessing.get("input_size", INPUT_SIZE))
-        item = (size, size, 3)
+        item = (self.input_size, self.input_size, 3)
         profile = ((INPUT_NAME, (1 if not rt.cuda_graph else rt.max_batch, *item), (rt.max_batch, *item),
                     (rt.max_batch, *item)),)  # one TensorRT engine for every batch size the stage sends
         self.session = create_session(onnx_path, dataclasses.replace(options, cuda_graph=rt.cuda_graph,
                                                                      trt_profile=profile))
-        on_gpu = provider_of(self.session) != CPU
+        on_gpu = device_of(self.session) == "cuda"
         self._runner = Runner(self.session, bind=rt.io_binding)  # IO binding on CUDA
         self._input = self.session.get_inputs()[0].name
         if len(self.labels) != self.session.get_outputs()[0].shape[1]:

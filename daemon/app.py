@@ -81,6 +81,16 @@ def _queue_status(q: BoundedQueue) -> dict[str, Any]:
             "put": st.put_total}
 
 
+def _source_status(src: Source) -> dict[str, Any]:
+    st = src.stats
+    waiting = (None if st.first_capture_ns or not st.started_ns
+               else round((time.monotonic_ns() - st.started_ns) / 1e9, 3))
+    return {"kind": src.kind, "state": str(st.state), "reconnects": st.reconnects,
+            "captured": st.captured, "last_error": st.last_error or None,
+            "last_error_at": st.last_error_at or None, "overflows": st.overflows,
+            "first_capture_after_s": st.first_capture_after_s, "waiting_first_s": waiting}
+
+
 class Daemon:
     """One perceptd process worth of workers, owned and ordered explicitly."""
 
@@ -105,7 +115,10 @@ class Daemon:
         self.last_swap: dict[str, Any] | None = None
         self.started_ns = 0
         self.ops = Operations(self)  # watchdog, /healthz + /metrics, CURVE, MQTT bridge
-        self._errors: collections.deque[str] = collections.deque(maxlen=8)  # shown in health
+        # open problems shown in health and status, keyed by condition: each carries the time it
+        # was (last) reported and goes when its condition clears (a good swap, a good config)
+        self._errors: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.swap_state: dict[str, Any] | None = None  # the last reload: loading|swapped|refused
 
     # ------------------------------------------------------------------ build
 
@@ -174,12 +187,32 @@ class Daemon:
         assert self.models is not None
         return self.models.current()
 
+    def _load_bundle(self, path) -> ModelSet:
+        return load_models(verify_bundle(path), self.cfg.events, self.opts, self.cfg.vision.faces,
+                           self.vision_runtime)
+
     def load(self) -> None:
-        """Verify and load the configured bundle (the slow part of a start)."""
+        """Verify and load the configured bundle (the slow part of a start).
+
+        A `current` that does not verify or load (a rollback or promotion to a bundle that never
+        served) falls back to `previous`, with an ERROR log and a health error that stays until
+        a good bundle is swapped in, instead of a start that fails (a restart loop under
+        `Restart=on-failure`).  A pinned version, or no usable `previous`, still fails the start."""
         b = self.cfg.bundle
-        bundle = verify_bundle(resolve_bundle(b.dir, b.version))
-        self.models = ModelRef(load_models(bundle, self.cfg.events, self.opts, self.cfg.vision.faces,
-                                           self.vision_runtime))
+        path = resolve_bundle(b.dir, b.version)
+        try:
+            self.models = ModelRef(self._load_bundle(path))
+            return
+        except Exception as exc:
+            prev = b.dir / "previous"
+            if b.version != "current" or not prev.exists() or prev.resolve() == path:
+                raise
+            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.error("event=bundle_fallback current=%s previous=%s error=%r detail='current does not "
+                  "load; serving previous'", path, prev.resolve(), error)
+        self.models = ModelRef(self._load_bundle(resolve_bundle(b.dir, "previous")))
+        self.report_error(f"bundle {path.name} (current) refused at start: {error}; serving "
+                          f"previous {self.current_models().version}", key="bundle")
 
     def start(self) -> None:
         self.lifecycle.to(State.STARTING)
@@ -288,13 +321,30 @@ class Daemon:
             sources[src.source_id] = SourceHealth(str(st.state), st.last_error or None, st.reconnects)
         queues = {q.name: QueueHealth(q.depth, sum(q.stats().dropped_total.values())) for q in self.queues}
         return HealthMessage(state=str(self.lifecycle.state), sources=sources, queues=queues,
-                             uptime_s=self.lifecycle.uptime_s(), errors=tuple(self._errors))
+                             uptime_s=self.lifecycle.uptime_s(), errors=tuple(self.errors))
 
-    def report_error(self, message: str) -> None:
-        """Keep a refusal (bad config, bad bundle) for the health topic and publish it now."""
+    def report_error(self, message: str, key: str = "other") -> None:
+        """Keep a refusal (bad config, bad bundle) for health and status, stamped with its UTC
+        time, and publish it now; `clear_error(key)` drops it once the condition is gone."""
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._errors.append(f"{stamp} {message}"[:1000])
-        if self.lifecycle.state not in (State.STOPPING, State.STOPPED):
+        self._errors.pop(key, None)
+        self._errors[key] = f"{stamp} {message}"[:1000]
+        while len(self._errors) > 8:
+            self._errors.popitem(last=False)
+        self._health_changed()
+
+    def clear_error(self, key: str) -> None:
+        if self._errors.pop(key, None) is not None:
+            log.info("event=error_cleared key=%s", key)
+            self._health_changed()
+
+    @property
+    def errors(self) -> list[str]:
+        return list(self._errors.values())
+
+    def _health_changed(self) -> None:
+        if (self.lifecycle.state not in (State.STOPPING, State.STOPPED)
+                and hasattr(self, "publisher")):  # not before the sockets exist (start-up)
             self._publish_health()
 
     def reconfigure(self, new: Config) -> dict[str, list[str]]:
@@ -336,10 +386,7 @@ class Daemon:
             "vision_path": m.vision.path(),
             "events_endpoint": self.publisher.endpoint,
             "control_endpoint": self.control.endpoint,
-            "sources": {s.source_id: {"state": str(s.stats.state), "reconnects": s.stats.reconnects,
-                                      "captured": s.stats.captured, "last_error": s.stats.last_error,
-                                      "overflows": s.stats.overflows}
-                        for s in self.sources},
+            "sources": {s.source_id: _source_status(s) for s in self.sources},
             "queues": {q.name: _queue_status(q) for q in self.queues},
             "stages": {st.name: st.stats() for st in [*self.stages]},
             "fusion": vars(self.fusion.stats).copy(),
@@ -348,6 +395,8 @@ class Daemon:
             "swaps": self.swaps,
             "speech": self.speech_setup.status(),
             "last_swap": self.last_swap,
+            "swap": self.swap_state,
+            "errors": self.errors,
             "samples": self.samples.stats(),
             "summary": self.summary(),
             "health": self.ops.health().to_dict(),
@@ -381,18 +430,31 @@ class Daemon:
         Hashing a bundle takes ~0.2 s of this (control) thread: the common no-change reload and
         reloads during a swap answer without it, so a client spamming `reload` cannot stall it."""
         b = self.cfg.bundle
+        serving = self.current_models()
         try:
             path = resolve_bundle(b.dir, b.version)
-            if path == self.current_models().bundle.path:
-                return {"ok": True, "model_version": self.current_models().version, "swapped": False}
+            if path == serving.bundle.path:
+                self.clear_error("bundle")  # the selection is back on the bundle that serves
+                return {"ok": True, "model_version": serving.version, "swapped": False,
+                        "detail": f"already serving {path.name}"}
             if self._swap_lock.locked():
                 raise RequestRejected("a bundle swap is in progress; reload again when it is done")
             bundle = verify_bundle(path)
         except BundleError as exc:
-            self.report_error(f"bundle refused: {exc}")
+            log.error("event=bundle_refused stage=verify error=%r detail='the running bundle stays'",
+                      str(exc))
+            self.swap_state = {"version": None, "path": str(b.dir / b.version), "state": "refused",
+                               "error": f"bundle refused: {exc}"}
+            self.report_error(f"bundle refused: {exc}", key="bundle")
             raise RequestRejected(f"bundle refused: {exc}") from None
-        if bundle.version == self.current_models().version:
-            return {"ok": True, "model_version": bundle.version, "swapped": False}
+        if bundle.version == serving.version:
+            detail = (f"same bundle version as the one serving ({bundle.version}, manifest "
+                      f"version of {path.name}); nothing swapped")
+            log.warning("event=reload_noop path=%s version=%s detail='same manifest version as the "
+                        "serving bundle %s'", path, bundle.version, serving.bundle.path)
+            return {"ok": True, "model_version": bundle.version, "swapped": False, "detail": detail}
+        self.swap_state = {"version": bundle.version, "path": str(path), "state": "loading",
+                           "error": None}
         threading.Thread(target=self._swap, args=(bundle,), name="swap", daemon=True).start()
         return {"ok": True, "model_version": bundle.version, "swapping": True}
 
@@ -401,6 +463,8 @@ class Daemon:
         between batches; the old sessions are released as soon as the last batch drops them."""
         with self._swap_lock:
             if bundle.version == self.current_models().version:
+                if self.swap_state and self.swap_state.get("version") == bundle.version:
+                    self.swap_state = {**self.swap_state, "state": "swapped"}
                 return  # a burst of reloads: an earlier one already swapped to it
             if self.opts.intra_op_threads == 1:  # no ORT pool threads would inherit it
                 _lower_thread_priority()  # loading yields the cores to the live stages
@@ -409,14 +473,21 @@ class Daemon:
                 new = load_models(bundle, self.cfg.events, self.opts, self.cfg.vision.faces,
                                   self.vision_runtime)
             except Exception as exc:  # noqa: BLE001 - the old models keep serving
-                log.error("event=swap_refused version=%s error=%s", bundle.version, exc)
-                self.report_error(f"bundle {bundle.version} refused at load: {exc}")
+                error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.error("event=swap_refused version=%s path=%s error=%r", bundle.version,
+                          bundle.path, error)
+                self.swap_state = {"version": bundle.version, "path": str(bundle.path),
+                                   "state": "refused", "error": f"refused at load: {error}"}
+                self.report_error(f"bundle {bundle.version} refused at load: {error}", key="bundle")
                 return
             t_swap = time.monotonic_ns()
             old_version = self.models.swap(new).version  # the old ModelSet is not kept
             self.swaps += 1
             self.last_swap = {"from": old_version, "to": new.version, "t_ns": t_swap,
                               "load_s": round(time.monotonic() - t0, 3)}
+            self.swap_state = {"version": new.version, "path": str(bundle.path), "state": "swapped",
+                               "error": None}
+            self._errors.pop("bundle", None)  # published just below
             log.info("event=swapped from=%s to=%s load_s=%.2f", old_version, new.version,
                      time.monotonic() - t0)
             self._publish_health()

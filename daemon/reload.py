@@ -1,19 +1,27 @@
 """Ask a running daemon to reload its bundle, and `perceptd rollback`.
 
-Promotion and rollback only move the `current`/`previous` pointers; the daemon picks the
-change up through a `reload` request (verify, load in the background, swap between batches).
-No daemon running is not an error: the next start serves the new pointer.
+Promotion and rollback move the `current`/`previous` pointers and ask the daemon to `reload`
+(verify, load in the background, swap between batches).  The move is a transaction: when the
+daemon refuses the new bundle (sha256, parity, or a model that does not load) the pointers are
+put back at once and the command returns with the daemon's reason, so `current` never stays on
+a bundle that does not serve.  No daemon running is not an error: the next start serves the new
+pointer (and a daemon whose `current` will not load falls back to `previous`, see Daemon.load).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from perceptd.daemon.bundle import pointer_target, rollback
+from perceptd.daemon.bundle import pointer_target, promote, rollback, set_pointer
 from perceptd.daemon.config import Config, load_config
+
+log = logging.getLogger(__name__)
 
 
 def _connect_uri(bind_uri: str) -> str:
@@ -37,35 +45,75 @@ def request_reload(cfg: Config, wait_s: float = 30.0) -> dict[str, Any]:
         return {"daemon": "refused", "detail": reply.get("error", "")}
     target = reply.get("model_version")
     if not reply.get("swapping"):
-        return {"daemon": "serving", "model_version": target}
+        out = {"daemon": "serving", "model_version": target}
+        if reply.get("detail"):
+            out["detail"] = reply["detail"]
+        return out
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.1)
         try:
             st = send_request(endpoint, {"type": "status"}, timeout_s=3.0, curve=curve)
         except ControlError as exc:
             return {"daemon": "lost", "detail": str(exc)}
+        swap = st.get("swap") or {}
+        if swap.get("version") == target and swap.get("state") == "refused":
+            return {"daemon": "refused", "model_version": st.get("model_version"),
+                    "detail": f"{target} {swap.get('error')}; still serving {st.get('model_version')}"}
         if st.get("model_version") == target:
             return {"daemon": "swapped", "model_version": target, "last_swap": st.get("last_swap")}
     return {"daemon": "not_swapped", "model_version": target,
             "detail": f"still not serving {target} after {wait_s:g} s (see `perceptd status`)"}
 
 
+# the daemon said no (or died while loading): the pointers must not stay on that bundle
+_UNDO = ("refused", "lost")
+
+
+def switch_bundle(cfg: Config, move: Callable[[Path], Any], wait_s: float = 30.0) -> dict[str, Any]:
+    """Move the pointers with `move(root)`, have a running daemon serve the result, and put the
+    pointers back when the daemon refuses it.  Returns request_reload's result plus `current` and
+    `previous` as they are now, and `restored: True` when the move was undone."""
+    root = cfg.bundle.dir
+    before = {p: pointer_target(root, p) for p in ("current", "previous")}
+    move(root)
+    if cfg.bundle.version != "current":
+        result: dict[str, Any] = {
+            "daemon": "pinned",
+            "detail": f"bundle.version is pinned to {cfg.bundle.version!r}; the daemon ignores current"}
+    else:
+        result = request_reload(cfg, wait_s)
+        if result["daemon"] in _UNDO:
+            for pointer in ("current", "previous"):
+                if before[pointer] is not None:
+                    set_pointer(root, pointer, before[pointer])
+            result["restored"] = True
+            log.warning("event=pointers_restored current=%s previous=%s reason=%r", before["current"],
+                        before["previous"], result.get("detail"))
+    result.update(current=pointer_target(root, "current"), previous=pointer_target(root, "previous"))
+    return result
+
+
+def promote_and_reload(cfg: Config, version: str, wait_s: float = 30.0) -> dict[str, Any]:
+    """`retrain --promote`: current -> version (previous -> the old current), undone on refusal."""
+    return switch_bundle(cfg, lambda root: promote(root, version), wait_s)
+
+
 def rollback_main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     root = cfg.bundle.dir
     before = pointer_target(root, "current")
-    now = rollback(root)
-    result: dict[str, Any] = {"ok": True, "from": before, "current": now,
-                              "previous": pointer_target(root, "previous")}
-    if cfg.bundle.version != "current":
-        result["daemon"] = "pinned"
-        result["detail"] = f"bundle.version is pinned to {cfg.bundle.version!r}; the daemon ignores current"
-    else:
-        result.update(request_reload(cfg, args.timeout))
+    target = pointer_target(root, "previous")
+    result: dict[str, Any] = {"ok": True, "from": before}
+    result.update(switch_bundle(cfg, rollback, args.timeout))
+    result["ok"] = result["daemon"] not in ("refused", "not_swapped", "lost")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"rolled back: current -> {now} (was {before})")
+        if result.get("restored"):
+            print(f"rollback undone: the daemon refused {target}; current -> {result['current']} "
+                  f"(unchanged)")
+        else:
+            print(f"rolled back: current -> {result['current']} (was {before})")
         print(f"daemon: {result['daemon']}" + (f" ({result['detail']})" if result.get("detail") else ""))
-    return 0 if result["daemon"] not in ("refused", "not_swapped", "lost") else 1
+    return 0 if result["ok"] else 1

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from perceptd.daemon.bundle import Bundle, promote, resolve_bundle, verify_bundle
+from perceptd.daemon.bundle import Bundle, resolve_bundle, verify_bundle
 from perceptd.daemon.config import Config, load_config
 from perceptd.daemon.fusion.head import FusionModel
 from perceptd.daemon.fusion.space import compile_events
@@ -188,7 +188,7 @@ def retrain(cfg: Config, *, promote_ok: bool = False, nproc: int = 1, epochs: in
 def _dispose(cfg: Config, report: dict[str, Any], new_path: Path, run_dir: Path, promote_ok: bool,
              wait_s: float) -> dict[str, Any]:
     """Pass: keep it in the bundle folder (promote + reload when asked). Refused: move aside."""
-    from perceptd.daemon.reload import request_reload
+    from perceptd.daemon.reload import promote_and_reload
 
     run_dir.mkdir(parents=True, exist_ok=True)
     version = report["bundle_version"]
@@ -204,13 +204,15 @@ def _dispose(cfg: Config, report: dict[str, Any], new_path: Path, run_dir: Path,
         return {"promoted": False, "bundle_path": str(new_path),
                 "outcome": f"passed; {version} is in {new_path.parent} but not active "
                            f"(run `perceptd retrain --promote` to promote automatically)"}
-    promote(cfg.bundle.dir, version)
-    out: dict[str, Any] = {"promoted": True, "bundle_path": str(new_path)}
-    if cfg.bundle.version != "current":
-        out["daemon"] = {"daemon": "pinned", "detail": f"bundle.version is pinned to {cfg.bundle.version}"}
+    # the pointers move back at once when the daemon refuses the bundle (daemon/reload.py)
+    daemon = promote_and_reload(cfg, version, wait_s)
+    out: dict[str, Any] = {"promoted": not daemon.get("restored"), "bundle_path": str(new_path),
+                           "daemon": daemon}
+    if daemon.get("restored"):
+        out["outcome"] = (f"passed but the daemon refused it ({daemon.get('detail')}); "
+                          f"current stays {daemon['current']}")
     else:
-        out["daemon"] = request_reload(cfg, wait_s)
-    out["outcome"] = f"passed and promoted: current -> {version}; daemon {out['daemon']['daemon']}"
+        out["outcome"] = f"passed and promoted: current -> {version}; daemon {daemon['daemon']}"
     return out
 
 

@@ -38,6 +38,8 @@ class HealthReport:
     warnings: list[str]  # degraded but still healthy (an optional source is down)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     stages: dict[str, StageHealth] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # open refusals ("<UTC time> <what>"), cleared
+    # when their condition is (a refused bundle by a good swap, a refused config by a good one)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -85,6 +87,8 @@ def evaluate(daemon: Any, required_sources: Iterable[str], stall_after_s: float,
         sources[src.source_id] = {
             "state": str(st.state), "required": is_req, "reconnects": st.reconnects,
             "captured": st.captured, "last_error": st.last_error or None,
+            "last_error_at": getattr(st, "last_error_at", "") or None,
+            "first_capture_after_s": getattr(st, "first_capture_after_s", None),
             "last_capture_age_s": None if age is None else round(age, 3),
         }
         if str(st.state) != "up":
@@ -111,4 +115,5 @@ def evaluate(daemon: Any, required_sources: Iterable[str], stall_after_s: float,
         healthy=not problems, state=state, model_version=version,
         run_id=pub.run_id if pub is not None else "", uptime_s=round(daemon.lifecycle.uptime_s(), 3),
         problems=problems, warnings=warnings, sources=sources, stages=stages,
+        errors=list(getattr(daemon, "errors", ())),
     )

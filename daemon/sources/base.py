@@ -12,8 +12,10 @@ import dataclasses
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -97,8 +99,18 @@ class SourceStats:
     read_errors: int = 0  # reads that failed or timed out on an open stream
     overflows: int = 0  # device-side overflows (audio input_overflow flags)
     state: SourceState = SourceState.DOWN
-    last_error: str = ""
+    last_error: str = ""  # the open problem; cleared when data flows again
+    last_error_at: str = ""  # its UTC time (ISO 8601), "" when there is none
     last_capture_ns: int = 0  # monotonic stamp of the newest item; 0 = none yet
+    started_ns: int = 0  # monotonic time the source was started
+    first_capture_ns: int = 0  # monotonic stamp of the first item (time to first frame)
+
+    @property
+    def first_capture_after_s(self) -> float | None:
+        """Seconds from start to the first item (a stream without keyframes takes long)."""
+        if not (self.first_capture_ns and self.started_ns):
+            return None
+        return round((self.first_capture_ns - self.started_ns) / 1e9, 3)
 
 
 class Backoff:
@@ -164,6 +176,7 @@ class Source:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError(f"{self.kind} {self.source_id}: already started")
+        self._stats.started_ns = time.monotonic_ns()
         self._thread = threading.Thread(
             target=self._main, name=f"{self.kind}-{self.source_id}", daemon=True
         )
@@ -247,6 +260,8 @@ class Source:
         self._failures = 0
         self._ever_up = True
         backoff.reset()
+        with self._lock:  # the problem is over: status and health stop showing it
+            self._stats.last_error = self._stats.last_error_at = ""
         self._set_state(SourceState.UP, reason)
 
     def _fail(self, reason: str, down_after_failures: int) -> None:
@@ -266,6 +281,7 @@ class Source:
     def _error(self, message: str, field: str | None = None) -> None:
         with self._lock:
             self._stats.last_error = message
+            self._stats.last_error_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             if field is not None:
                 setattr(self._stats, field, getattr(self._stats, field) + 1)
 
@@ -276,6 +292,8 @@ class Source:
             self._seq += 1
             self._stats.captured += 1
             self._stats.last_capture_ns = t_capture_ns
+            if not self._stats.first_capture_ns:
+                self._stats.first_capture_ns = t_capture_ns
         return seq
 
     def _offer(self, item: Any, wait: bool = False) -> bool:

@@ -60,6 +60,7 @@ class LabelledSet:
     sources: list[list[str]]  # source ids per sample (slices)
     combos: list[str]  # modality combination per sample (slices)
     strata: list[str]  # positive labels joined (the split is stratified on this)
+    times: list[int] = field(default_factory=list)  # wall clock ns when logged (the time-block split)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -68,7 +69,8 @@ class LabelledSet:
         idx = list(idx)
         return LabelledSet([self.ids[i] for i in idx], self.x[idx], self.mask[idx], self.target[idx],
                            self.known[idx], [self.sources[i] for i in idx],
-                           [self.combos[i] for i in idx], [self.strata[i] for i in idx])
+                           [self.combos[i] for i in idx], [self.strata[i] for i in idx],
+                           [self.times[i] for i in idx] if self.times else [])
 
 
 @dataclass
@@ -135,7 +137,8 @@ def load_samples(store: SampleStore, events: list[EventConfig], encoder_fp: str,
             continue
         target, known = _targets(labels, label_sources.get(s.id, set()), events)
         stratum = "+".join(sorted(k for k, v in labels.items() if v == 1 and k != NONE_LABEL)) or "none"
-        rows.append((s.id, s.x, s.mask, target, known, sorted(set(s.sources.values())), s.combo, stratum))
+        rows.append((s.id, s.x, s.mask, target, known, sorted(set(s.sources.values())), s.combo, stratum,
+                     int(s.created_ns)))
     rows.sort(key=lambda r: r[0])
     d = 384
     e = len(events)
@@ -146,6 +149,7 @@ def load_samples(store: SampleStore, events: list[EventConfig], encoder_fp: str,
         target=np.stack([r[3] for r in rows]) if rows else np.zeros((0, e), np.float32),
         known=np.stack([r[4] for r in rows]) if rows else np.zeros((0, e), bool),
         sources=[r[5] for r in rows], combos=[r[6] for r in rows], strata=[r[7] for r in rows],
+        times=[r[8] for r in rows],
     )
     unl_x = np.stack(ux) if ux else np.zeros((0, len(MODALITIES), d), np.float32)
     unl_m = np.stack(um) if um else np.zeros((0, len(MODALITIES)), np.float32)
@@ -417,6 +421,7 @@ def train(inp: TrainInputs, *, rank: int = 0, world: int = 1, progress: bool = T
             if world > 1:
                 _average_gradients(params, world)
             opt.step()
+            _bound_scale(inner, cfg.get("calibration_scale"))
             epoch_loss = epoch_loss + data_loss.detach() / world + reg.detach() / world
             steps += 1
         if world > 1:  # one collective per epoch for the logged loss
@@ -429,6 +434,14 @@ def train(inp: TrainInputs, *, rank: int = 0, world: int = 1, progress: bool = T
     bar.close()
     state = {k: v.detach().cpu().clone() for k, v in inner.head.state_dict().items()}
     return TrainResult(state, inner.affine.detach().cpu().numpy().copy(), history, world)
+
+
+def _bound_scale(inner: Trainable, bounds: tuple[float, float] | None) -> None:
+    """Projected step: the per-event calibration scale k stays in [lo, hi], so a few samples
+    cannot turn an event into a step function."""
+    if bounds is not None:
+        with torch.no_grad():
+            inner.affine[:, 0].clamp_(float(bounds[0]), float(bounds[1]))
 
 
 def _progress(total: int, enabled: bool):
@@ -519,7 +532,8 @@ def run_training(inp: TrainInputs, nproc: int, backend: str,
 
 def train_config(cfg: RetrainConfig, **overrides: Any) -> dict[str, Any]:
     out = {k: getattr(cfg, k) for k in ("seed", "epochs", "batch_size", "lr", "weight_decay",
-                                        "infonce_weight", "infonce_temperature", "distill_weight")}
+                                        "infonce_weight", "infonce_temperature", "distill_weight",
+                                        "calibration_scale")}
     out.update({k: v for k, v in overrides.items() if v is not None})
     return out
 

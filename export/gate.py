@@ -4,6 +4,12 @@ Both bundles are evaluated through ONNX Runtime exactly as the daemon runs them 
 with the event space compiled from each bundle), at each event's configured threshold_on.
 Conventions: an event with nothing to find and nothing claimed has P = R = F1 = 1; macro F1
 averages the events that have at least one labelled held-out sample.
+
+Taught events (labelled positives, enough independent held-out time blocks; export/blocks.py)
+are also judged against baselines, not only against the old head, which for a new event is 0
+and beaten by anything that fires: the zero-shot prompt at its best threshold on the training
+split (the candidate may not be worse), and heads trained on permuted labels (the candidate
+must beat the best of them by `baseline_margin`).
 """
 
 from __future__ import annotations
@@ -106,10 +112,82 @@ def latency_ms(fuse_old, fuse_new, x: np.ndarray, mask: np.ndarray, runs: int = 
     return best
 
 
+BINS = np.linspace(0.0, 1.0, 11)
+
+
+def score_distribution(scores: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """Held-out scores of positives and of negatives: histogram over [0, 1] in tenths and quantiles."""
+    out = {}
+    for side, sel in (("positives", truth), ("negatives", ~truth)):
+        v = scores[sel]
+        q = {f"p{p}": round(float(np.percentile(v, p)), 4) for p in (0, 10, 50, 90, 100)} if v.size else {}
+        out[side] = {"n": int(v.size), "hist": np.histogram(np.clip(v, 0, 1), BINS)[0].tolist(), **q}
+    return out
+
+
+def judge_taught(*, names: list[str], thresholds: np.ndarray, target: np.ndarray, known: np.ndarray,
+                 old_scores: np.ndarray, new_scores: np.ndarray, baselines: dict[str, Any],
+                 independence: dict[str, Any], cfg: GateConfig) -> dict[str, Any]:
+    """Per taught event: held-out blocks, F1 of old / new / both baselines, what was required, verdict."""
+    out = {}
+    for name, ind in independence.items():
+        e = names.index(name)
+        sel = known[:, e]
+        truth = target[sel, e] > 0
+        entry: dict[str, Any] = {"heldout_blocks": ind, "judged": bool(ind.get("judged")),
+                                 "threshold_on": round(float(thresholds[e]), 4)}
+        new = prf(new_scores[sel, e] >= thresholds[e], truth)
+        entry["f1"] = {"old": prf(old_scores[sel, e] >= thresholds[e], truth)["f1"], "new": new["f1"]}
+        entry["new"] = new
+        entry["scores"] = {"new": score_distribution(new_scores[sel, e], truth),
+                           "old": score_distribution(old_scores[sel, e], truth)}
+        b = baselines.get(name)
+        if not entry["judged"] or b is None:
+            entry["verdict"] = (f"not judged: {ind['effective_pos']:g} / {ind['effective_neg']:g} effective "
+                                "held-out blocks of positives / negatives; labels held back from training")
+            out[name] = entry
+            continue
+        zs = b["zero_shot"]["heldout"]["f1"]
+        pm = b["permuted"]["max_f1"]
+        need_zs = round(zs + cfg.zero_shot_margin - cfg.f1_margin, 4)
+        need_pm = None if pm is None else round(pm + cfg.baseline_margin, 4)
+        entry.update(zero_shot=b["zero_shot"], permuted=b["permuted"],
+                     required={"zero_shot": need_zs, "permuted": need_pm})
+        entry["f1"].update(zero_shot=zs, permuted_max=pm, permuted_mean=b["permuted"]["mean_f1"])
+        fails = []
+        if new["f1"] < need_zs - 1e-9:
+            fails.append(f"F1 {new['f1']:.3f} is below the zero-shot prompt's {zs:.3f} (threshold "
+                         f"{b['zero_shot']['threshold']:.3f} tuned on the training split)")
+        if need_pm is not None and new["f1"] < need_pm - 1e-9:
+            fails.append(f"F1 {new['f1']:.3f} does not beat the label-permutation baseline (best of "
+                         f"{b['permuted']['runs']} runs {pm:.3f}) by {cfg.baseline_margin:g}")
+        entry["verdict"] = "pass" if not fails else "refused: " + "; ".join(fails)
+        out[name] = entry
+    return out
+
+
+def _rule_baselines(taught: dict[str, Any]) -> Rule:
+    judged = {n: t for n, t in taught.items() if t["judged"]}
+    waiting = sorted(n for n, t in taught.items() if not t["judged"])
+    note = f"; not judged (too few independent held-out blocks, not taught): {', '.join(waiting)}" \
+        if waiting else ""
+    if not judged:
+        return Rule("baselines", True, "no taught event to judge" + note)
+    bad = {n: t for n, t in judged.items() if t["verdict"] != "pass"}
+    if bad:
+        return Rule("baselines", False, "; ".join(f"{n}: {t['verdict'][len('refused: '):]}"
+                                                  for n, t in sorted(bad.items())) + note)
+    parts = [f"{n} F1 {t['f1']['new']:.3f} (zero-shot {t['f1']['zero_shot']:.3f}, permuted max "
+             f"{t['f1']['permuted_max'] if t['f1']['permuted_max'] is not None else '-'}; "
+             f"{t['heldout_blocks']['effective_pos']:g} held-out blocks)" for n, t in sorted(judged.items())]
+    return Rule("baselines", True, "taught events beat their baselines: " + ", ".join(parts) + note)
+
+
 def evaluate_gate(*, names: list[str], thresholds: np.ndarray, target: np.ndarray, known: np.ndarray,
                   old_scores: np.ndarray, new_scores: np.ndarray, sources: list[list[str]],
                   combos: list[str], parity: dict[str, Any], latency: dict[str, Any],
-                  cfg: GateConfig) -> dict[str, Any]:
+                  cfg: GateConfig, baselines: dict[str, Any] | None = None,
+                  independence: dict[str, Any] | None = None) -> dict[str, Any]:
     """The gate decision and everything the report shows."""
     old = per_event(old_scores, target, known, names, thresholds)
     new = per_event(new_scores, target, known, names, thresholds)
@@ -117,6 +195,10 @@ def evaluate_gate(*, names: list[str], thresholds: np.ndarray, target: np.ndarra
               for n in old}
     mo, mn = macro_pair(old, new)
     rules = [_rule_events(events, cfg.f1_margin), _rule_macro(mo, mn)]
+    taught = judge_taught(names=names, thresholds=thresholds, target=target, known=known,
+                          old_scores=old_scores, new_scores=new_scores, baselines=baselines or {},
+                          independence=independence or {}, cfg=cfg)
+    rules.append(_rule_baselines(taught))
     slices = {}
     for key, rows in slice_keys(sources, combos).items():
         so, sn = macro_pair(per_event(old_scores, target, known, names, thresholds, rows),
@@ -132,6 +214,7 @@ def evaluate_gate(*, names: list[str], thresholds: np.ndarray, target: np.ndarra
         "passed": all(r.passed for r in rules),
         "rules": [r.to_json() for r in rules],
         "per_event": events,
+        "taught": taught,
         "macro_f1": {"old": mo, "new": mn, "events": [n for n in old if _active(old[n]) or _active(new[n])]},
         "slices": slices,
         "parity": parity,
@@ -234,7 +317,9 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | {o['n']} | {o['support']} | {o['precision']:.3f} | {o['recall']:.3f} | "
                      f"{o['f1']:.3f} | {n['precision']:.3f} | {n['recall']:.3f} | {n['f1']:.3f} | "
                      f"{e['delta_f1']:+.3f} |")
-    lines += ["", f"Macro F1: {r['macro_f1']['old']} -> {r['macro_f1']['new']}", "", "## Slices", "",
+    lines += ["", f"Macro F1: {r['macro_f1']['old']} -> {r['macro_f1']['new']}", ""]
+    lines += _markdown_taught(r)
+    lines += ["## Slices", "",
               "| slice | n | macro F1 old | macro F1 new | Δ | gated |", "|---|---|---|---|---|---|"]
     for key, s in r["slices"].items():
         lines.append(f"| {key} | {s['n']} | {s['old_macro_f1']:.3f} | {s['new_macro_f1']:.3f} | "
@@ -243,6 +328,43 @@ def markdown(r: dict[str, Any]) -> str:
     lines += ["", f"Latency (fusion head, 4 rows): old p50 {lat['old']['p50']} ms / "
               f"p95 {lat['old']['p95']} ms, new p50 {lat['new']['p50']} ms / p95 {lat['new']['p95']} ms", ""]
     return "\n".join(lines)
+
+
+def _markdown_taught(r: dict[str, Any]) -> list[str]:
+    sp = r.get("split")
+    lines = []
+    if sp:
+        lines += ["## Held-out split (time blocks)", "",
+                  f"- blocks: `{sp['by']}`, {sp['block_s']:g} s, per source: {sp['per_source']}; "
+                  f"{sp['blocks_train']} training / {sp['blocks_heldout']} held-out blocks; "
+                  f"{sp['guarded']} training samples left out by the {sp['guard_s']:g} s guard", ""]
+    taught = r.get("taught") or {}
+    if not taught:
+        return lines
+    lines += ["## Taught events against their baselines (held-out blocks)", "",
+              "| event | held-out blocks +/- (effective) | F1 new | F1 old | zero-shot (thr) | "
+              "permuted max / mean | verdict |", "|---|---|---|---|---|---|---|"]
+    for name, t in taught.items():
+        hb, f = t["heldout_blocks"], t["f1"]
+        zs = (f"{f['zero_shot']:.3f} ({t['zero_shot']['threshold']:.3f})" if "zero_shot" in f else "-")
+        pm = (f"{f['permuted_max']:.3f} / {f['permuted_mean']:.3f}" if f.get("permuted_max") is not None
+              else "-")
+        lines.append(f"| {name} | {hb['blocks_pos']}/{hb['blocks_neg']} ({hb['effective_pos']:g}/"
+                     f"{hb['effective_neg']:g}) | {f['new']:.3f} | {f['old']:.3f} | {zs} | {pm} | "
+                     f"{t['verdict']} |")
+    lines += ["", "Held-out score distributions of the candidate (counts per tenth of [0, 1]):", "",
+              "| event | side | n | p10 | p50 | p90 | histogram |", "|---|---|---|---|---|---|---|"]
+    for name, t in taught.items():
+        for side in ("positives", "negatives"):
+            d = t["scores"]["new"][side]
+            lines.append(f"| {name} | {side} | {d['n']} | {d.get('p10', '-')} | {d.get('p50', '-')} | "
+                         f"{d.get('p90', '-')} | {' '.join(map(str, d['hist']))} |")
+    if r.get("calibration"):
+        lo, hi = r.get("calibration_scale_bounds", [None, None])
+        cal = ", ".join(f"{n} k={r['calibration'][n][0]} b={r['calibration'][n][1]}" for n in taught
+                        if n in r["calibration"])
+        lines += ["", f"Calibration (scale bounded to [{lo}, {hi}]): {cal}"]
+    return lines + [""]
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
@@ -254,11 +376,36 @@ def plot(r: dict[str, Any], path: Path) -> None:
     names = list(r["per_event"])
     old = [r["per_event"][n]["old"]["f1"] for n in names]
     new = [r["per_event"][n]["new"]["f1"] for n in names]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(names) + 2), 4.2), dpi=100)
+    taught = {n: t for n, t in (r.get("taught") or {}).items() if "zero_shot" in t["f1"]}
+    width = max(6.0, 0.55 * len(names) + 2)
+    if taught:
+        fig, axes = plt.subplots(1, 1 + len(taught), figsize=(width + 3.2 * len(taught), 4.2), dpi=100,
+                                 gridspec_kw={"width_ratios": [width] + [3.2] * len(taught)})
+        ax = axes[0]
+    else:
+        fig, ax = plt.subplots(figsize=(width, 4.2), dpi=100)
     xs = np.arange(len(names))
-    ax.bar(xs - 0.2, old, 0.4, label=f"old {r.get('base_version', '')}", color="#9aa5b1")
-    ax.bar(xs + 0.2, new, 0.4, label=f"new {r.get('bundle_version', '')}",
+    w = 0.2 if taught else 0.4
+    ax.bar(xs - w / 2 - (w if taught else 0), old, w, label=f"old {r.get('base_version', '')}",
+           color="#9aa5b1")
+    ax.bar(xs + w / 2 - (w if taught else 0), new, w, label=f"new {r.get('bundle_version', '')}",
            color="#2f9e44" if r["passed"] else "#e03131")
+    if taught:
+        ti = [names.index(n) for n in taught if n in names]
+        ax.bar(xs[ti] + w / 2, [taught[names[i]]["f1"]["zero_shot"] for i in ti], w,
+               label="zero-shot, best threshold", color="#1c7ed6")
+        ax.bar(xs[ti] + 1.5 * w, [taught[names[i]]["f1"]["permuted_max"] or 0 for i in ti], w,
+               label="permuted labels (max)", color="#f59f00")
+        for a, (n, t) in zip(axes[1:], taught.items(), strict=True):
+            for side, color in (("negatives", "#868e96"), ("positives", "#2f9e44")):
+                d = t["scores"]["new"][side]
+                a.bar(BINS[:-1] + 0.05, d["hist"], 0.09, alpha=0.6, color=color, label=f"{side} ({d['n']})")
+            thr = t.get("threshold_on")
+            if thr is not None:
+                a.axvline(thr, color="k", lw=0.8)
+            a.set_title(f"{n}: held-out scores\n{t['verdict'][:40]}", fontsize=8)
+            a.set_xlim(0, 1)
+            a.legend(fontsize=7)
     ax.set_xticks(xs, names, rotation=40, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("held-out F1 at threshold_on")

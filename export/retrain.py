@@ -1,11 +1,15 @@
 """`perceptd retrain`: labelled samples -> fine-tuned fusion head -> bundle -> gate -> (promote).
 
-1. load the store's samples made by the current bundle's encoders; stratified split;
+1. load the store's samples made by the current bundle's encoders; split by time blocks
+   (export/blocks.py); refuse to judge (exit 4) a taught event with too few independent
+   held-out blocks;
 2. compile the event space exactly like the daemon (daemon/fusion/space.py, ONNX text model);
 3. train (export/finetune.py; single process, `--nproc N` spawned ranks, or torchrun);
 4. export a new bundle version (only the fusion head re-exported; parity checked by the export);
-5. evaluate old vs new through ONNX Runtime on the held-out split, parity on those real
-   samples, latency; write gate.json / gate.md / gate.png under samples.retrain.dir/<version>/;
+5. evaluate old vs new through ONNX Runtime on the held-out split, taught events against
+   their baselines (zero-shot prompt at its best training threshold; label-permutation runs
+   trained here), parity on those real samples, latency; write gate.json / gate.md / gate.png
+   under samples.retrain.dir/<version>/;
 6. a passing bundle stays in the bundle folder (promoted with --promote, and a running daemon
    is asked to reload); a refused one is moved aside into the report folder.
 """
@@ -13,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -34,7 +39,7 @@ from perceptd.daemon.samples.logger import open_store
 from perceptd.daemon.samples.record import encoder_fingerprint
 from perceptd.daemon.samples.store import StoreError
 from perceptd.errors import UserError
-from perceptd.export import finetune, gate
+from perceptd.export import blocks, finetune, gate
 from perceptd.export.target import PROB_TOL
 
 log = logging.getLogger(__name__)
@@ -72,6 +77,73 @@ def _parity(new: Bundle, res: finetune.TrainResult, space: dict[str, np.ndarray]
     return out
 
 
+def _torch_scores(state: dict[str, np.ndarray] | None, affine: np.ndarray, space: dict[str, np.ndarray],
+                  x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    import torch
+
+    head = finetune.initial_head(state, 0).eval()
+    with torch.no_grad():
+        return finetune.Trainable(head, affine, space)(torch.from_numpy(x), torch.from_numpy(mask))[0].numpy()
+
+
+THRESHOLD_STEP = 1e-3  # scores closer than this are one value for the zero-shot threshold
+
+
+def best_threshold(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """The threshold with the best F1 on these scores (midpoints between distinct scores, scores
+    rounded to THRESHOLD_STEP so that no threshold splits near-identical inputs by float noise;
+    ties: the higher threshold); returns (threshold, F1)."""
+    scores = np.round(scores / THRESHOLD_STEP) * THRESHOLD_STEP
+    u = np.unique(scores)
+    if not u.size:
+        return 0.5, 1.0
+    cands = np.concatenate([[u[0] - 1e-6], (u[:-1] + u[1:]) / 2, [u[-1] + 1e-6]])
+    best = (0.5, -1.0)
+    for t in cands:
+        f1 = gate.prf(scores >= t, truth)["f1"]
+        if f1 >= best[1]:
+            best = (float(t), f1)
+    return best
+
+
+def baselines(p: Prepared, thresholds: np.ndarray, runs: int) -> dict[str, dict[str, Any]]:
+    """Per judged event: the zero-shot prompt (the exported head before any fine-tuning, its
+    threshold tuned on the training split) and `runs` heads trained here on permuted training
+    labels (same recipe, other seeds), all scored on the held-out blocks."""
+    names = list(p.space_old.names)
+    inp, tr, ho = p.inputs, p.train_set, p.held
+    ones = np.tile(np.array([[1.0, 0.0]], np.float32), (len(names), 1))
+    zs_tr = _torch_scores(None, ones, inp.space, tr.x, tr.mask)
+    zs_ho = _torch_scores(None, ones, inp.space, ho.x, ho.mask)
+    perm_scores = []
+    for r in range(runs):
+        rng = np.random.default_rng(10_007 * (inp.cfg["seed"] + 1) + r)
+        perm = rng.permutation(len(inp.target))
+        cfg = dict(inp.cfg, seed=inp.cfg["seed"] + 1 + r, shuffle_labels=False, device="cpu")
+        res = finetune.train(dataclasses.replace(inp, target=inp.target[perm], known=inp.known[perm],
+                                                 cfg=cfg), progress=False)
+        perm_scores.append(_torch_scores({k: v.numpy() for k, v in res.state.items()}, res.affine,
+                                         inp.space, ho.x, ho.mask))
+    def step(v: np.ndarray) -> np.ndarray:
+        return np.round(v / THRESHOLD_STEP) * THRESHOLD_STEP
+
+    out = {}
+    for e in p.judged:
+        sel_tr, sel_ho = tr.known[:, e], ho.known[:, e]
+        t, f1_tr = best_threshold(zs_tr[sel_tr, e], tr.target[sel_tr, e] > 0)
+        truth = ho.target[sel_ho, e] > 0
+        runs_prf = [gate.prf(s[sel_ho, e] >= thresholds[e], truth) for s in perm_scores]
+        f1s = [m["f1"] for m in runs_prf]
+        out[names[e]] = {
+            "zero_shot": {"threshold": round(t, 4), "f1_train": f1_tr,
+                          "heldout": gate.prf(step(zs_ho[sel_ho, e]) >= t, truth)},
+            "permuted": {"runs": len(f1s), "f1": f1s, "max_f1": max(f1s) if f1s else None,
+                         "mean_f1": round(float(np.mean(f1s)), 4) if f1s else None,
+                         "heldout": runs_prf},
+        }
+    return out
+
+
 def _prune_rejected(retrain_dir: Path, keep: int) -> None:
     runs = sorted(p for p in retrain_dir.glob("*/rejected") if p.is_dir())
     for p in runs[:-keep] if keep else runs:
@@ -89,6 +161,35 @@ class Prepared:
     text: TextModel
     space_old: Any  # EventSpace of the base bundle
     inputs: finetune.TrainInputs
+    split: blocks.BlockSplit
+    independence: dict[str, dict[str, Any]]  # taught event -> held-out blocks (judged and waiting)
+    judged: list[int]  # taught events with enough independent held-out blocks
+    waiting: list[int]  # taught events without: their labels are held back from training
+
+
+def _independent(cfg: Config, lab: finetune.LabelledSet, sp: blocks.BlockSplit
+                 ) -> tuple[dict[str, dict[str, Any]], list[int], list[int]]:
+    """Per taught event (labelled positives): enough effective held-out blocks of positives and
+    of negatives to judge it?  None judged while some are taught: not enough independent data."""
+    names = [e.name for e in cfg.events]
+    need = cfg.samples.retrain.split.min_blocks
+    taught = [e for e in range(len(names)) if ((lab.target[:, e] > 0) & lab.known[:, e]).any()]
+    ind = blocks.independence(sp.block_of, lab.target, lab.known, sp.held, names, taught)
+    judged = [e for e in taught
+              if ind[names[e]]["effective_pos"] >= need and ind[names[e]]["effective_neg"] >= need]
+    waiting = [e for e in taught if e not in judged]
+    for e in taught:
+        total = len({sp.block_of[i] for i in range(len(lab)) if lab.target[i, e] > 0 and lab.known[i, e]})
+        ind[names[e]].update(total_blocks_pos=total, judged=e in judged)
+    if taught and not judged:
+        why = "; ".join(f"{names[e]}: {ind[names[e]]['effective_pos']:g} effective held-out blocks with "
+                        f"positives, {ind[names[e]]['effective_neg']:g} with negatives "
+                        f"({ind[names[e]]['total_blocks_pos']} blocks with positives in all)"
+                        for e in waiting)
+        raise NotEnoughData(f"not enough independent data: need {need:g} effective held-out time blocks "
+                            f"of positives and of negatives per taught event ({why}); label views from "
+                            f"more distinct times (split.block_s = {cfg.samples.retrain.split.block_s:g} s)")
+    return ind, judged, waiting
 
 
 def prepare(cfg: Config, *, epochs: int | None = None, lr: float | None = None,
@@ -107,10 +208,20 @@ def prepare(cfg: Config, *, epochs: int | None = None, lr: float | None = None,
     if len(lab) < rc.min_labelled:
         raise NotEnoughData(f"{len(lab)} usable labelled samples in {cfg.samples.dir}, need at least "
                         f"{rc.min_labelled} (label some: `perceptd samples label ID EVENT`)")
-    tr_idx, ho_idx = finetune.split(lab, rc.holdout, seed if seed is not None else rc.seed)
-    if len(ho_idx) == 0:
-        raise NotEnoughData("no held-out samples: every label stratum has a single sample; label more")
-    train_set, held = lab.subset(tr_idx), lab.subset(ho_idx)
+    sc = rc.split
+    sp = blocks.split_blocks(lab.times, lab.sources, lab.target, lab.known, holdout=rc.holdout,
+                             seed=seed if seed is not None else rc.seed, by=sc.by, block_s=sc.block_s,
+                             per_source=sc.per_source, guard_s=sc.guard_s,
+                             min_held=int(np.ceil(sc.min_blocks)))
+    if len(sp.held) == 0 or len(sp.train) == 0:
+        raise NotEnoughData(f"not enough independent data: all {len(lab)} labelled samples lie in "
+                            f"{len(sp.blocks)} time block(s) of {sc.block_s:g} s; label views from more "
+                            f"distinct times")
+    independence, judged, waiting = _independent(cfg, lab, sp)
+    train_set, held = lab.subset(sp.train), lab.subset(sp.held)
+    if waiting:  # too few independent blocks to judge them: not taught this time (distilled)
+        train_set.known = train_set.known.copy()
+        train_set.known[:, waiting] = False
     text = TextModel(base.model_path("text"), base.file("text_tokenizer.json"), SessionOptions("cpu", 1))
     space_old = compile_events(cfg.events, text.embed, base)
     tcfg = finetune.train_config(rc, epochs=epochs, lr=lr, seed=seed)
@@ -118,7 +229,8 @@ def prepare(cfg: Config, *, epochs: int | None = None, lr: float | None = None,
     inputs = finetune.TrainInputs(train_set.x, train_set.mask, train_set.target, train_set.known,
                                   data.unlabelled_x, data.unlabelled_mask, finetune.space_arrays(space_old),
                                   np.asarray(space_old.affine, np.float32), _base_state(base), tcfg)
-    return Prepared(base, data, train_set, held, text, space_old, inputs)
+    return Prepared(base, data, train_set, held, text, space_old, inputs, sp, independence, judged,
+                    waiting)
 
 
 def retrain(cfg: Config, *, promote_ok: bool = False, nproc: int = 1, epochs: int | None = None,
@@ -161,9 +273,13 @@ def retrain(cfg: Config, *, promote_ok: bool = False, nproc: int = 1, epochs: in
                               lambda x, m: new_fm.fuse(x, m, space_new), held.x, held.mask)
     latency["budget_ms"] = rc.gate.latency_budget_ms
     thresholds = np.array([e.threshold_on for e in cfg.events], np.float32)
+    t_base = time.monotonic()
+    base_lines = baselines(p, thresholds, rc.gate.permutation_runs) if p.judged else {}
+    base_s = time.monotonic() - t_base
     report = gate.evaluate_gate(names=names, thresholds=thresholds, target=held.target, known=held.known,
                                 old_scores=old_scores, new_scores=new_scores, sources=held.sources,
-                                combos=held.combos, parity=parity, latency=latency, cfg=rc.gate)
+                                combos=held.combos, parity=parity, latency=latency, cfg=rc.gate,
+                                baselines=base_lines, independence=p.independence)
     strata: dict[str, int] = {}
     for s in lab.strata:
         strata[s] = strata.get(s, 0) + 1
@@ -172,17 +288,35 @@ def retrain(cfg: Config, *, promote_ok: bool = False, nproc: int = 1, epochs: in
         "data": {"labelled": len(lab), "train": len(train_set), "heldout": len(held),
                  "unlabelled": int(len(data.unlabelled_x)), "skipped": data.skipped, "strata": strata,
                  "heldout_ids": held.ids},
+        "split": _split_report(cfg, lab, p.split),
         "training": {"epochs": tcfg["epochs"], "nproc": res.world_size, "lr": tcfg["lr"],
                      "seed": tcfg["seed"], "device": device, "shuffled_labels": shuffle_labels,
                      "loss_first": res.history[0], "loss_last": res.history[-1],
-                     "seconds": round(train_s, 2)},
+                     "seconds": round(train_s, 2), "baseline_seconds": round(base_s, 2)},
         "calibration": {n: [round(k, 4), round(b, 4)] for n, (k, b) in calibration.items()},
+        "calibration_scale_bounds": list(rc.calibration_scale),
     })
     run_dir = rc.dir / version
     report.update(_dispose(cfg, report, new_path, run_dir, promote_ok, wait_s))
     report["seconds"] = round(time.monotonic() - t_start, 2)
     gate.write_reports(report, run_dir)
     return report
+
+
+def _split_report(cfg: Config, lab: finetune.LabelledSet, sp: blocks.BlockSplit) -> dict[str, Any]:
+    """How the split was made, every block with its side and time span, and every sample's id,
+    time, block and side (training, held-out, or left out by the guard)."""
+    sc = cfg.samples.retrain.split
+    side = {int(i): "train" for i in sp.train} | {int(i): "heldout" for i in sp.held} \
+        | {int(i): "guarded" for i in sp.guarded}
+    return {"by": sc.by, "block_s": sc.block_s, "per_source": sc.per_source, "guard_s": sc.guard_s,
+            "min_blocks": sc.min_blocks, "holdout": cfg.samples.retrain.holdout,
+            "blocks_train": sum(b["side"] == "train" for b in sp.blocks.values()),
+            "blocks_heldout": sum(b["side"] == "heldout" for b in sp.blocks.values()),
+            "guarded": len(sp.guarded), "blocks": sp.blocks,
+            "samples": [{"id": lab.ids[i], "t": blocks._iso(lab.times[i]), "t_ns": lab.times[i],
+                         "sources": lab.sources[i], "block": sp.block_of[i], "side": side[i]}
+                        for i in range(len(lab))]}
 
 
 def _dispose(cfg: Config, report: dict[str, Any], new_path: Path, run_dir: Path, promote_ok: bool,
@@ -226,6 +360,13 @@ def _summary(r: dict[str, Any]) -> str:
     lines.append(f"  {'event':<20} {'F1 old':>7} {'F1 new':>7}")
     for name, e in r["per_event"].items():
         lines.append(f"  {name:<20} {e['old']['f1']:>7.3f} {e['new']['f1']:>7.3f}")
+    for name, t in r.get("taught", {}).items():
+        hb = t["heldout_blocks"]
+        f = t["f1"]
+        base = (f"zero-shot {f['zero_shot']:.3f}, permuted max {f['permuted_max']}"
+                if "zero_shot" in f else "no baselines")
+        lines.append(f"  taught {name}: {hb['effective_pos']:g} held-out blocks of positives "
+                     f"({hb['effective_neg']:g} of negatives); F1 {f['new']:.3f} vs {base}: {t['verdict']}")
     lines.append(f"  report: {r['reports']['markdown']}")
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ file's folder (see `SamplesConfig.resolved`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -122,13 +123,46 @@ class GateConfig(_Section):
     latency_budget_ms: float = Field(
         10.0, gt=0, le=10_000, description="p95 of one fusion-head call (4 rows, all events)"
     )
+    baseline_margin: float = Field(
+        0.1, ge=0, le=1, description="a taught event's held-out F1 must beat every label-permutation "
+        "run by this much",
+    )
+    zero_shot_margin: float = Field(
+        0.0, ge=-1, le=1, description="... and be at least the zero-shot prompt's (threshold tuned on "
+        "the training split) plus this",
+    )
+    permutation_runs: int = Field(
+        3, ge=0, le=100, description="label-permutation baselines trained inside the gate (0: none)"
+    )
+
+
+class SplitConfig(_Section):
+    """The held-out split: whole time blocks, so no held-out sample has a near-twin in training."""
+
+    by: Literal["time", "session"] = Field(
+        "time", description="time: fixed slots of block_s; session: a gap longer than block_s without "
+        "samples starts a new block",
+    )
+    block_s: float = Field(600.0, gt=0, le=30 * 86_400, description="block length (time) or gap (session)")
+    per_source: bool = Field(
+        True, description="blocks per source id (samples sharing a source in a slot stay together)"
+    )
+    guard_s: float = Field(
+        60.0, ge=0, le=86_400, description="training samples this close in time to a held-out sample of "
+        "the same source are left out of training",
+    )
+    min_blocks: int = Field(
+        3, ge=1, le=10_000, description="per taught event: held-out blocks with a positive (and with a "
+        "negative) needed to judge; fewer: exit 4, not enough independent data",
+    )
 
 
 class RetrainConfig(_Section):
     """`perceptd retrain`: split, training and where the reports go."""
 
     dir: Path = Field(Path("state/retrain"), description="gate reports and rejected bundles")
-    holdout: float = Field(0.3, gt=0, lt=1, description="held-out fraction per label stratum")
+    holdout: float = Field(0.3, gt=0, lt=1, description="held-out fraction (of blocks, per taught event)")
+    split: SplitConfig = Field(default_factory=SplitConfig)
     seed: int = Field(0, ge=0, description="split and initialisation seed")
     epochs: int = Field(60, ge=1, le=100_000, description="passes over the labelled samples")
     batch_size: int = Field(64, ge=1, le=1_000_000, description="samples per optimisation step")
@@ -141,9 +175,20 @@ class RetrainConfig(_Section):
     distill_weight: float = Field(
         0.5, ge=0, le=100, description="keep unlabelled samples' scores near the current head's"
     )
+    calibration_scale: tuple[float, float] = Field(
+        (0.25, 4.0), description="bounds of the per-event calibration scale k (no step functions)"
+    )
     min_labelled: int = Field(8, ge=1, le=1_000_000, description="refuse to train on fewer")
     max_unlabelled: int = Field(2000, ge=0, le=10_000_000, description="unlabelled samples used")
     gate: GateConfig = Field(default_factory=GateConfig)
+
+    @model_validator(mode="after")
+    def _scale(self) -> RetrainConfig:
+        lo, hi = self.calibration_scale
+        if not 0 < lo <= 1 <= hi <= 100:
+            raise ValueError(f"calibration_scale must be [lo, hi] with 0 < lo <= 1 <= hi <= 100, got "
+                             f"[{lo}, {hi}]")
+        return self
 
 
 class SamplesConfig(_Section):

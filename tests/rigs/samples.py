@@ -8,6 +8,7 @@ bundle's ONNX encoders (the daemon's own wrappers), scores from its ONNX fusion 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -43,9 +44,12 @@ def audio_windows(m: ModelSet, wav: Path) -> tuple[np.ndarray, np.ndarray, list]
 
 
 def make_samples(m: ModelSet, plan: dict[str, tuple[int, list[str]]], *, seed: int = 0,
-                 audio: dict[str, list[str]] | None = None, trigger: str = "label") -> list[Sample]:
+                 audio: dict[str, list[str]] | None = None, trigger: str = "label",
+                 wall_ns: Callable[[str, int], int] | None = None) -> list[Sample]:
     """plan: image stem -> (count, labels).  audio: wav stem -> extra labels; every other
-    sample of an image gets a window of one of those WAVs (round robin)."""
+    sample of an image gets a window of one of those WAVs (round robin).  wall_ns(stem, i):
+    when view i of that image was logged (wall clock ns; default: now), e.g. views shown at
+    distinct times so that the time-block split has independent blocks."""
     rng = np.random.default_rng(seed)
     fp = encoder_fingerprint(m.bundle.manifest)
     wavs = [(stem, labels, *audio_windows(m, AUDIO / f"{stem}.wav"))
@@ -75,7 +79,7 @@ def make_samples(m: ModelSet, plan: dict[str, tuple[int, list[str]]], *, seed: i
             if not sample_labels:
                 sample_labels = {"none": 1}
             scores = m.fusion.fuse(x[None], mask[None], m.space).scores[0]
-            wall = time.time_ns()
+            wall = time.time_ns() if wall_ns is None else int(wall_ns(stem, i))
             out.append(Sample(
                 id=new_sample_id(wall), created_ns=wall, t_capture_ns=time.monotonic_ns(),
                 trigger=trigger, event=None, score=None, model_version=m.version, encoder_fp=fp,

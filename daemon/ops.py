@@ -1,10 +1,13 @@
 """The operator-facing side of a Daemon: watchdog, /healthz + /metrics, CURVE, MQTT bridge.
 
-Owned by the Daemon and driven by four calls from its lifecycle:
-`start_security()` before any socket binds, `start()` just before READY=1,
-`stop_watchdog()` first thing in stop(), and `stop()` after the publisher flushed (so the
-bridge still sees the final `end` events).  The publisher reports each sent message to
-`on_published` (latency histogram, MQTT bridge); the sockets call `secure` before binding.
+Owned by the Daemon and driven by calls from its lifecycle: `start_http()` first (so that
+/healthz answers 503 "starting" while the bundle loads), `start_security()` before any socket
+binds, `start_consumers()` before the publisher starts (every consumer of published messages,
+the MQTT bridge included, is attached before the first message, so none is missed uncounted),
+`start()` just before READY=1, `stop_watchdog()` first thing in stop(), and `stop()` after the
+publisher flushed (so the bridge still sees the final `end` events).  The publisher reports
+each sent message to `on_published` (latency histogram, MQTT bridge); the sockets call
+`secure` before binding.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Operations:
         self.watchdog: Watchdog | None = None
         self.registry: Any = None
         self.last_scrape_s = 0.0
+        self.ready = False  # /healthz and /metrics answer 503 "starting" until start() ran
 
     # ------------------------------------------------------------------ hooks
 
@@ -71,21 +75,31 @@ class Operations:
         self.curve = CurveServer(self.daemon.ctx, self.cfg.security)
         self.curve.start()
 
-    def start(self) -> None:
-        """HTTP, watchdog and MQTT; called once the pipeline runs, before READY=1."""
-        self._warn_insecure_binds()
-        if self.cfg.http.enabled:
-            from perceptd.daemon.health.metrics import build_registry
-
-            self.registry = build_registry(self.daemon)
+    def start_http(self) -> None:
+        """/healthz and /metrics from the first moment of a start: 503 until the daemon runs."""
+        if self.cfg.http.enabled and self.http is None:
             self.http = HttpServer(self.cfg.http, {"/healthz": self._healthz, "/metrics": self._metrics,
                                                    "/": self._index})
             self.http.start()
-        if self.cfg.mqtt.enabled:
+
+    def start_consumers(self) -> None:
+        """Consumers of published messages (the MQTT bridge): before the publisher's first message."""
+        if self.cfg.mqtt.enabled and self.mqtt is None:
             from perceptd.daemon.publish.mqtt import MqttBridge
 
             self.mqtt = MqttBridge(self.cfg.mqtt, [e.name for e in self.cfg.events], __version__)
             self.mqtt.start()
+
+    def start(self) -> None:
+        """Metrics registry and watchdog; called once the pipeline runs, before READY=1."""
+        self._warn_insecure_binds()
+        self.start_http()
+        self.start_consumers()
+        if self.http is not None:
+            from perceptd.daemon.health.metrics import build_registry
+
+            self.registry = build_registry(self.daemon)
+        self.ready = True
         notify = self.daemon.notify
         interval = notify.watchdog_interval_s() if hasattr(notify, "watchdog_interval_s") else None
         pause = os.environ.get(PAUSE_FILE_ENV)
@@ -160,7 +174,15 @@ class Operations:
 
     # ------------------------------------------------------------------ routes
 
+    def _starting(self) -> tuple[int, str, bytes]:
+        d = self.daemon
+        return json_body(503, {"status": "starting", "healthy": False, "state": str(d.lifecycle.state),
+                               "problems": ["starting: loading the model bundle and opening sources"],
+                               "uptime_s": round(d.lifecycle.uptime_s(), 3)})
+
     def _healthz(self, _headers: dict[str, str]) -> tuple[int, str, bytes]:
+        if not self.ready:
+            return self._starting()
         report = self.health()
         body = {**report.to_dict(), **self.endpoints()}
         return json_body(200 if report.healthy else 503, body)
@@ -168,6 +190,8 @@ class Operations:
     def _metrics(self, headers: dict[str, str]) -> tuple[int, str, bytes]:
         from perceptd.daemon.health.metrics import render
 
+        if not self.ready:
+            return self._starting()
         t0 = time.perf_counter()
         body, ctype = render(self.registry, headers.get("accept"))
         self.last_scrape_s = time.perf_counter() - t0

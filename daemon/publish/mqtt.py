@@ -6,7 +6,9 @@ Being fed after the PUB send means the MQTT copy is byte-for-byte the ZeroMQ mes
 its seq, and needs no subscriber socket (nor CURVE keys) of its own.  A sender thread moves
 the buffer to paho-mqtt while connected; during an outage the buffer keeps the newest
 `buffer` messages and counts what it drops.  paho's network thread reconnects with
-exponential backoff; each (re)connect publishes the retained availability `online` (the last
+exponential backoff capped at `reconnect_max_s` (default 2 s for a broker on this host, 30 s
+for a remote one), logging one WARNING per outage and one INFO on reconnect (paho's own log
+lines only with --debug); each (re)connect publishes the retained availability `online` (the last
 will says `offline`) and the Home Assistant discovery configs, and re-sends them when Home
 Assistant announces itself on `<discovery_prefix>/status`.
 
@@ -22,12 +24,13 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,10 @@ class MqttConfig(BaseModel):
     retain_events: bool = Field(False, description="retain the latest message per topic")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
     reconnect_min_s: float = Field(1.0, gt=0, le=60, description="first reconnect delay")
-    reconnect_max_s: float = Field(60.0, gt=0, le=3600, description="reconnect delay cap")
+    reconnect_max_s: float | None = Field(
+        None, gt=0, le=3600,
+        description="reconnect delay cap (default: 2 s for a broker on this host, 30 s otherwise)",
+    )
     buffer: int = Field(
         1000, ge=1, le=1_000_000,
         description="messages kept while the broker is away; the oldest are dropped (counted)",
@@ -75,6 +81,19 @@ class MqttConfig(BaseModel):
     ca_file: Path | None = Field(None, description="CA bundle for TLS (default: system CAs)")
     cert_file: Path | None = Field(None, description="client certificate for TLS")
     key_file: Path | None = Field(None, description="client key for TLS")
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> MqttConfig:
+        if self.reconnect_max_s is not None and self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(f"reconnect_max_s ({self.reconnect_max_s}) must be >= "
+                             f"reconnect_min_s ({self.reconnect_min_s})")
+        return self
+
+    @property
+    def backoff_cap_s(self) -> float:
+        if self.reconnect_max_s is not None:
+            return self.reconnect_max_s
+        return max(self.reconnect_min_s, 2.0 if _loopback(self.host) else 30.0)
 
     def resolved(self, base: Path) -> MqttConfig:
         fix = {k: (base / v).resolve() for k in ("password_file", "ca_file", "cert_file", "key_file")
@@ -117,6 +136,8 @@ class MqttBridge:
         self._sender: threading.Thread | None = None
         self.connects = self.disconnects = self.published = self.dropped = 0
         self.last_error = ""
+        self._outage_since: float | None = None  # monotonic start of the current outage
+        self._failed_attempts = 0  # connection attempts that failed in this outage
 
     # ------------------------------------------------------------------ topics
 
@@ -165,9 +186,10 @@ class MqttBridge:
 
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         protocol=mqtt.MQTTv311, clean_session=True)
-        c.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        if log.isEnabledFor(logging.DEBUG):  # paho logs every failed attempt at ERROR: --debug only
+            c.enable_logger(logging.getLogger(f"{__name__}.paho"))
         c.will_set(self.availability_topic, _OFFLINE, qos=1, retain=True)
-        c.reconnect_delay_set(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)  # type: ignore[arg-type]
+        c.reconnect_delay_set(self.cfg.reconnect_min_s, self.cfg.backoff_cap_s)  # type: ignore[arg-type]
         # paho's own queue (in flight + waiting) is backpressure for the sender thread; room for
         # the discovery burst on every connect comes on top
         c.max_queued_messages_set(64 + 2 * len(self.event_names))
@@ -180,6 +202,7 @@ class MqttBridge:
             log.warning("event=mqtt_insecure host=%s detail='broker beyond loopback without TLS'",
                         self.cfg.host)
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         self._client = c
@@ -187,7 +210,8 @@ class MqttBridge:
         c.loop_start()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self._sender.start()
-        log.info("event=mqtt_started broker=%s:%d base=%s", self.cfg.host, self.cfg.port, self.base)
+        log.info("event=mqtt_started broker=%s:%d base=%s backoff_s=%g..%g", self.cfg.host,
+                 self.cfg.port, self.base, self.cfg.reconnect_min_s, self.cfg.backoff_cap_s)
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Flush what is buffered (bounded), announce offline, disconnect."""
@@ -261,18 +285,40 @@ class MqttBridge:
 
     # ------------------------------------------------------------------ paho callbacks
 
+    def _outage(self, error: str) -> None:
+        """One WARNING when an outage begins; later failed attempts only count (DEBUG)."""
+        self.last_error = error
+        self._failed_attempts += 1
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning("event=mqtt_unavailable broker=%s:%d error=%r detail='retrying every %g..%g s; "
+                        "messages are buffered (up to %d)'", self.cfg.host, self.cfg.port, error,
+                        self.cfg.reconnect_min_s, self.cfg.backoff_cap_s, self.cfg.buffer)
+        else:
+            log.debug("event=mqtt_attempt_failed attempts=%d error=%r", self._failed_attempts, error)
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        if not self._stopping.is_set():
+            self._outage("cannot connect")
+
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if getattr(reason, "is_failure", False):
-            self.last_error = f"connect refused: {reason}"
-            log.error("event=mqtt_connect_refused reason=%s", reason)
+            self._outage(f"connect refused: {reason}")
             return
         self.connects += 1
+        if self._outage_since is not None:
+            log.info("event=mqtt_reconnected broker=%s:%d outage_s=%.1f failed_attempts=%d buffered=%d",
+                     self.cfg.host, self.cfg.port, time.monotonic() - self._outage_since,
+                     self._failed_attempts, len(self._buf))
+        self._outage_since, self._failed_attempts = None, 0
         client.publish(self.availability_topic, _ONLINE, qos=1, retain=True)
         if self.cfg.discovery:
             client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
             self._publish_discovery(client)
-        log.info("event=mqtt_connected broker=%s:%d connects=%d buffered=%d", self.cfg.host,
-                 self.cfg.port, self.connects, len(self._buf))
+        log.debug("event=mqtt_connected broker=%s:%d connects=%d buffered=%d", self.cfg.host,
+                  self.cfg.port, self.connects, len(self._buf))
+        if self.connects == 1:
+            log.info("event=mqtt_connected broker=%s:%d", self.cfg.host, self.cfg.port)
         with self._cond:
             self._connected.set()
             self._cond.notify_all()
@@ -282,8 +328,7 @@ class MqttBridge:
         self._connected.clear()
         self.disconnects += 1
         if not self._stopping.is_set():
-            self.last_error = f"disconnected: {reason}"
-            log.warning("event=mqtt_disconnected reason=%s", reason)
+            self._outage(f"disconnected: {reason}")
 
     def _on_message(self, client: Any, _userdata: Any, msg: Any) -> None:
         if msg.topic == f"{self.cfg.discovery_prefix}/status" and msg.payload == b"online":

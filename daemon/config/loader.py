@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +43,73 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _lines(err: ValidationError) -> list[str]:
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return Config.model_json_schema()
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The field names the config schema allows at `loc` (a mapping's path); [] if unknown."""
+    schema = _schema()
+    defs = schema.get("$defs", {})
+
+    def deref(node: dict[str, Any]) -> dict[str, Any]:
+        for _ in range(16):
+            if "$ref" in node:
+                node = defs.get(node["$ref"].rsplit("/", 1)[-1], {})
+            elif "properties" not in node and ("anyOf" in node or "allOf" in node):
+                objs = [deref(n) for n in node.get("anyOf", node.get("allOf", []))]
+                node = next((n for n in objs if "properties" in n or "items" in n), {})
+            else:
+                break
+        return node
+
+    node = deref(schema)
+    for part in loc:
+        node = deref(node.get("items", {}) if isinstance(part, int) else
+                     node.get("properties", {}).get(part, {}))
+    return list(node.get("properties", {}))
+
+
+def _hint(loc: tuple[Any, ...]) -> str:
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    close = difflib.get_close_matches(loc[-1], _fields_at(loc[:-1]), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _where(loc: tuple[Any, ...], data: Any) -> str:
+    """The field path, then the name (or id) of the list item it is in:
+    `events[0] (cat_present)`, `events[0].threshold_on (cat_present)`."""
+    node = data
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            break
+        if isinstance(part, int) and isinstance(node, dict):
+            label = node.get("name", node.get("id"))
+            if isinstance(label, str) and label:
+                return f"{_path(loc)} ({_one_line(label)[:64]})"
+    return _path(loc)
+
+
+def _lines(err: ValidationError, data: Any = None) -> list[str]:
     lines = []
     for e in err.errors(include_url=False):
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         # discriminated unions put the tag in loc: keep the path readable
         msg = e["msg"].removeprefix("Value error, ")
+        where = _where(loc, data)
+        value = e.get("input")
         if e["type"] == "extra_forbidden":
-            lines.append(f"{_path(loc)}: unknown field (value {_short(e.get('input'))})")
+            lines.append(f"{where}: unknown field{_hint(loc)} (value {_short(value)})")
         elif e["type"] == "missing":
-            lines.append(f"{_path(loc)}: required field missing")
+            lines.append(f"{where}: required field missing")
+        elif isinstance(value, dict | list) and len(_short(value)) > 40:
+            lines.append(f"{where}: {msg}")  # the whole section is the value: the path names it
         else:
-            lines.append(f"{_path(loc)}: {msg} (got {_short(e.get('input'))})")
+            lines.append(f"{where}: {msg} (got {_short(value)})")
     return lines
 
 
@@ -78,7 +135,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     try:
         cfg = Config.model_validate(data, context=validation_context(data))
     except ValidationError as err:
-        raise ConfigError(source, _lines(err)) from None
+        raise ConfigError(source, _lines(err, data)) from None
     try:
         return cfg.resolved(base_dir or Path.cwd())
     except (OSError, ValueError) as exc:  # a path the OS cannot resolve

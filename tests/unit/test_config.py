@@ -94,3 +94,26 @@ def test_schema_is_json_schema() -> None:
     schema = json.loads(r.stdout)
     assert schema["additionalProperties"] is False
     assert "events" in schema["properties"]
+
+
+def test_errors_name_the_event_and_hint_misspelled_fields(tmp_path: Path) -> None:
+    """Issue 18: `events[0] (cat_present): …` instead of a cut-off dict, and "did you mean"."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "fusion:\n  tick_msec: 50\n"
+        "sources:\n  cameras:\n    - {id: cam0, uri: /dev/video0, fsp: 10}\n"
+        "events:\n"
+        "  - {name: cat_present, prompts: [a cat], modalities: [vision], require: [audio]}\n"
+        "  - {name: dog, prompts: [a dog], modalites: [vision]}\n"
+    )
+    r = _cli("check-config", "-c", str(cfg))
+    assert r.returncode == 2
+    lines = [ln.removeprefix(f"error: {cfg}: ") for ln in r.stderr.strip().splitlines()]
+    assert "fusion.tick_msec: unknown field; did you mean tick_ms? (value 50)" in lines, lines
+    assert "sources.cameras[0].fsp (cam0): unknown field; did you mean fps? (value 10)" in lines, lines
+    assert ("events[0] (cat_present): require ['audio'] must also be listed in modalities"
+            in lines), lines
+    assert "events[1].modalities (dog): required field missing" in lines, lines
+    assert any(ln.startswith("events[1].modalites (dog): unknown field; did you mean modalities?")
+               for ln in lines), lines
+    assert not any("{" in ln for ln in lines), lines  # no dict dumped into a line

@@ -42,7 +42,23 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
+def check_input_file(path: str | Path, option: str) -> Path:
+    """One clear line for a path that cannot be an input, before any model loads."""
+    import os
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{option} {p}: no such file")
+    if p.is_dir():
+        raise UserError(f"{option} {p}: is a folder, not a file")
+    if not os.access(p, os.R_OK):
+        raise UserError(f"{option} {p}: permission denied")
+    return p
+
+
 def probe_image(m: ModelSet, path: Path, top: int, res: ProbeResult) -> None:
+    check_input_file(path, "--image")
+    cv2.setLogLevel(2)  # errors only: our one line says what is wrong, not an OpenCV [ WARN ]
     try:
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV allows
@@ -158,6 +174,10 @@ def run_probe(cfg: Config, image: str | None, audio: str | None, text: str | Non
               speech: bool = True) -> tuple[ProbeResult, ModelSet]:
     if not (image or audio or text):
         raise UserError("give at least one of --image, --audio, --text")
+    if image:
+        check_input_file(image, "--image")
+    if audio:
+        check_input_file(audio, "--audio")
     if models is None:
         bundle = verify_bundle(resolve_bundle(cfg.bundle.dir, cfg.bundle.version))
         models = load_models(bundle, cfg.events, SessionOptions(cfg.runtime.device, 2))

@@ -81,3 +81,13 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
                         "--image", str(bad)], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert r.stderr.strip().splitlines() == [f"error: {bad}: not a readable image"]
+
+
+@pytest.mark.parametrize("option", ["--image", "--audio"])
+def test_missing_file_says_no_such_file(tmp_path: Path, option: str) -> None:
+    """Issue 18: one line naming the file, before any model loads; no OpenCV [ WARN ] line."""
+    missing = tmp_path / ("missing.jpg" if option == "--image" else "missing.wav")
+    r = subprocess.run([sys.executable, "-m", "perceptd", "probe", "-c", str(REPO / "config.yaml"),
+                        option, str(missing)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"error: {option} {missing}: no such file"]

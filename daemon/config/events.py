@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from perceptd.daemon.names import EVENT_NAME
 
 Modality = Literal["vision", "face", "audio", "text"]
+Combine = Literal["sum", "any", "all"]
+COMBINE_MODES: tuple[str, ...] = ("sum", "any", "all")
 
 
 class EventConfig(BaseModel):
@@ -57,6 +59,37 @@ class EventConfig(BaseModel):
         description="modalities that must be present for the event to fire; commands default "
         "to [text] (sound alone never issues a command)",
     )
+    combine: Combine = Field(
+        "sum",
+        description="how the modalities' evidence (log-odds) adds up: sum (agreement raises "
+        "confidence, a confident contradiction outweighs a weak vote), any (the strongest "
+        "modality decides), all (every modality must agree: the weakest decides)",
+    )
+    class_evidence: list[Literal["vision", "audio"]] = Field(
+        ["vision", "audio"],
+        description="classifiers whose classes may decide this event (the ImageNet and AudioSet "
+        "classes that mean its prompts); a modality left out here falls back to the "
+        "shared-space vector",
+    )
+    actions: list[str] | None = Field(
+        None,
+        max_length=64,
+        description="command events only: what asking for it sounds like, e.g. 'turn on', "
+        "'switch on' (with objects: an utterance must name one action and one object; words are "
+        "compared in the MiniLM space, particles such as on/off/up/down exactly); "
+        "default: none, the prompts alone are matched",
+    )
+    objects: list[str] | None = Field(
+        None,
+        max_length=64,
+        description="command events only: what the command acts on, e.g. 'lights', 'lamp'",
+    )
+    cues: list[str] | None = Field(
+        None,
+        max_length=64,
+        description="command events only: phrases that ask for the command on their own, e.g. "
+        "'too dark', 'brighter' (every word must be present); the prompts always count as cues",
+    )
     window_s: float = Field(1.5, gt=0, le=60, description="fusion window on the monotonic clock")
     threshold_on: float = Field(0.5, gt=0, lt=1, description="score that starts the event")
     threshold_off: float = Field(0.4, gt=0, lt=1, description="score below which it may end")
@@ -82,6 +115,20 @@ class EventConfig(BaseModel):
         return 0.025 if self.kind == "command" else 0.0
 
     @property
+    def effective_combine(self) -> str:
+        return self.combine
+
+    @property
+    def class_evidence_off(self) -> list[str]:
+        return [m for m in ("vision", "audio") if m not in self.class_evidence]
+
+    @property
+    def effective_group_margin(self) -> float:
+        """The head separates rivals by log-odds: 0 for everything but an explicit setting
+        (commands are separated by the command matcher already)."""
+        return 0.0
+
+    @property
     def effective_floor(self) -> float:
         if self.min_similarity is not None:
             return self.min_similarity
@@ -89,6 +136,14 @@ class EventConfig(BaseModel):
 
     @model_validator(mode="after")
     def _hysteresis(self) -> EventConfig:
+        vocab = {k: getattr(self, k) for k in ("actions", "objects", "cues") if getattr(self, k)}
+        if vocab and self.kind != "command":
+            raise ValueError(f"{sorted(vocab)} apply to command events only (kind: command)")
+        if bool(self.actions) != bool(self.objects):
+            raise ValueError("actions and objects go together: a command needs both (or neither)")
+        for key, phrases in vocab.items():
+            if any(not p.strip() for p in phrases):
+                raise ValueError(f"{key}: empty phrase")
         missing = [m for m in self.effective_required if m not in self.modalities]
         if missing:
             raise ValueError(f"require {missing} must also be listed in modalities")

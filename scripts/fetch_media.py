@@ -60,7 +60,6 @@ OVOS = ("CC0-1.0", "Joseph Sardin, BigSoundBank (per the package's CREDITS.md)")
 GC_ANIMALS = ("GPL-3", "Bruno Coudoin and others (GCompris explore_farm_animals README)")
 GC_LR = ("Free Art License 1.3 (memory-sound/resource/Licence.txt)",
          "GCompris memory-sound recordings (LR*_LA files)")
-GC_MUSIC = ("see explore_world_music README", "GCompris")
 TUX = ("GPL-2", "Bill Kendrick and Tux Paint contributors (debian/copyright)")
 SCRATCH = ("CC-BY-SA-3.0", "Massachusetts Institute of Technology (Scratch 1.4 Media/)")
 MT_GLASS = ("CC-BY-3.0", "{} (freesound, via minetest_game default/README.txt)")
@@ -120,8 +119,8 @@ SOUNDS = [
     ("music", "moh", "usr/share/asterisk/moh/manolo_camp-morning_coffee.wav", MOH),
     ("music", "scratch", SC + "Music Loops/GuitarChords1.mp3", SCRATCH),
     ("music", "scratch", SC + "Music Loops/Medieval1.mp3", SCRATCH),
-    ("music", "gcompris", "rcc/explore_world_music.rcc:/gcompris/src/activities/explore_world_music/resource/music/ireland.ogg", GC_MUSIC),
-    ("music", "gcompris", "rcc/explore_world_music.rcc:/gcompris/src/activities/explore_world_music/resource/music/japan.ogg", GC_MUSIC),
+    ("music", "gcompris", "rcc/explore_world_music.rcc:/gcompris/src/activities/explore_world_music/resource/music/ireland.ogg", ("CC-BY-3.0", "peakfiddler (GCompris explore_world_music README)")),
+    ("music", "gcompris", "rcc/explore_world_music.rcc:/gcompris/src/activities/explore_world_music/resource/music/japan.ogg", ("CC0-1.0", "Scott Harding (GCompris explore_world_music README)")),
     ("doorbell", "homedecor", HD + "homedecor_electrical/sounds/homedecor_doorbell.ogg", HOMEDECOR),
     ("alarm", "tuxpaint", TP + "vehicles/emergency/firetruck.ogg", TUX),
     ("alarm", "fdo", FD + "alarm-clock-elapsed.oga", FDO["alarm-clock-elapsed"]),

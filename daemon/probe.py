@@ -58,7 +58,7 @@ def check_input_file(path: str | Path, option: str) -> Path:
 
 def probe_image(m: ModelSet, path: Path, top: int, res: ProbeResult) -> None:
     check_input_file(path, "--image")
-    cv2.setLogLevel(2)  # errors only: our one line says what is wrong, not an OpenCV [ WARN ]
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our line, no [ WARN ]
     try:
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV allows

@@ -6,6 +6,10 @@ through the real bundle, and the daemon, streaming a cat video, logs more sample
 labels over the control socket.  `perceptd retrain --promote` must raise held-out F1 for
 `my_pet`, pass the gate, promote, and the running daemon must swap and start emitting
 `event.my_pet`.  Shuffled labels must be refused; `--nproc 2` must match one process.
+
+The held-out split is by time blocks (export/blocks.py): the photo views were shown at distinct
+times (one every 15 minutes over the last day, the views of each photo spread over it), so the
+held-out views are other moments' views, never a neighbour frame of a training one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from perceptd.daemon.samples.store import SampleStore
 from tests.rigs.bundles import link_bundle
 from tests.rigs.daemon import Collector, DaemonProcess, daemon_config
 from tests.rigs.ffmpeg_stream import ffmpeg_available, make_video
+from tests.rigs.gate import check_time_blocks
 from tests.rigs.samples import add_to_store, make_samples
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +43,7 @@ PLAN = {  # image -> (augmented frames, labels): the complete truth of each samp
     "grass": (6, []), "brick": (4, []),
 }
 WAVS = {"turn_on_the_kitchen_lights": ["speech"], "silence": []}
+VIEW_EVERY_S = 900  # one stored view per 15 minutes (default split.block_s: 600 s)
 SCORE_TOL = 1e-3  # data parallel vs one process: held-out scores (stated in docs/retrain.md)
 
 pytestmark = pytest.mark.skipif(not ffmpeg_available(), reason="ffmpeg is not installed")
@@ -64,8 +70,13 @@ def rig(tmp_path_factory, bundle_dir):
     )
     cfg = load_config(cfg_path)
     models = load_models(verify_bundle(root / v0), cfg.events, SessionOptions("cpu", 1), with_face=False)
+    start = time.time_ns() - 24 * 3600 * 10**9  # views of the photos in turn over the last day
+
+    def shown_at(stem: str, i: int) -> int:
+        return start + (i * len(PLAN) + list(PLAN).index(stem)) * VIEW_EVERY_S * 10**9
+
     with SampleStore(cfg.samples.dir, writer=True) as store:
-        add_to_store(store, make_samples(models, PLAN, seed=1, audio=WAVS))
+        add_to_store(store, make_samples(models, PLAN, seed=1, audio=WAVS, wall_ns=shown_at))
     del models
     daemon = DaemonProcess(cfg_path)
     collector = Collector(daemon.events_endpoint)
@@ -119,12 +130,21 @@ def test_retrain_teaches_a_new_event_and_promotes(rig) -> None:
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     r = json.loads(out.stdout)
     assert r["passed"] is True, r["rules"]
-    assert {rule["name"] for rule in r["rules"]} == {"per_event_f1", "macro_f1", "slices", "parity",
-                                                     "latency"}
+    assert {rule["name"] for rule in r["rules"]} == {"per_event_f1", "macro_f1", "baselines", "slices",
+                                                     "parity", "latency"}
     pet = r["per_event"]["my_pet"]
-    print(f"my_pet held-out F1 {pet['old']['f1']:.3f} -> {pet['new']['f1']:.3f}; "
+    taught = r["taught"]["my_pet"]
+    print(f"my_pet held-out F1 {pet['old']['f1']:.3f} -> {pet['new']['f1']:.3f} "
+          f"(zero-shot {taught['f1']['zero_shot']}, permuted max {taught['f1']['permuted_max']}, "
+          f"{taught['heldout_blocks']['effective_pos']} held-out blocks); "
           f"macro {r['macro_f1']['old']} -> {r['macro_f1']['new']}; train {r['training']['seconds']} s")
     assert pet["old"]["support"] >= 4
+    # judged on views held out by time, against both baselines
+    assert taught["judged"] and taught["verdict"] == "pass"
+    assert taught["heldout_blocks"]["effective_pos"] >= r["split"]["min_blocks"]
+    assert taught["f1"]["new"] >= taught["f1"]["permuted_max"] + 0.1
+    assert taught["f1"]["new"] >= taught["f1"]["zero_shot"] - 0.02
+    check_time_blocks(r)
     assert pet["new"]["f1"] >= pet["old"]["f1"] + 0.4 and pet["new"]["f1"] >= 0.8
     version = r["bundle_version"]
     assert r["promoted"] is True and pointer_target(rig["root"], "current") == version
@@ -152,6 +172,9 @@ def test_shuffled_labels_are_refused_by_the_gate(rig) -> None:
     assert r["passed"] is False and r["training"]["shuffled_labels"] is True
     failed = [rule for rule in r["rules"] if not rule["passed"]]
     assert failed and any("F1" in rule["detail"] for rule in failed), r["rules"]
+    baselines = next(rule for rule in r["rules"] if rule["name"] == "baselines")
+    assert not baselines["passed"] and "my_pet" in baselines["detail"], baselines
+    assert r["taught"]["my_pet"]["verdict"].startswith("refused")
     md = Path(r["reports"]["markdown"]).read_text()
     assert "REFUSED" in md and f"FAIL **{failed[0]['name']}**: {failed[0]['detail']}" in md
     assert "rejected" in r["bundle_path"] and Path(r["bundle_path"]).is_dir()

@@ -104,9 +104,24 @@ def _print_status(r: dict) -> None:
             print(f"  warnings: {'; '.join(h['warnings'])}")
     print(f"state {r.get('state')}  model {r.get('model_version')}  uptime {r.get('uptime_s')} s  "
           f"run {r.get('run_id')}")
+    for err in r.get("errors") or []:
+        print(f"  error  {err}")
     for name, s in (r.get("sources") or {}).items():
+        item = "frame" if s.get("kind") == "camera" else "chunk"
+        if s.get("first_capture_after_s") is not None:
+            first = f"first {item} after {s['first_capture_after_s']:.1f} s"
+        elif s.get("waiting_first_s") is not None:
+            first = f"no {item} yet ({s['waiting_first_s']:.1f} s)"
+            if s.get("kind") == "camera":
+                first += "; a stream needs regular keyframes (README: Sources)"
+        else:
+            first = ""
+        error = ""
+        if s.get("last_error"):
+            at = f" {s['last_error_at']}" if s.get("last_error_at") else ""
+            error = f"  error{at}: {s['last_error']}"
         print(f"  source {name:<12} {s['state']:<13} captured {s['captured']}  "
-              f"reconnects {s['reconnects']}  {s.get('last_error') or ''}")
+              f"reconnects {s['reconnects']}  {first}{error}")
     for name, q in (r.get("queues") or {}).items():
         print(f"  queue  {name:<12} depth {q['depth']}/{q['maxsize']}  dropped {q['dropped']}  "
               f"({q['policy']})")
@@ -118,9 +133,16 @@ def _print_status(r: dict) -> None:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from perceptd.daemon.control.client import format_message, subscribe
+    from perceptd.daemon.control.client import format_message, publisher_listening, subscribe
 
-    for _topic, msg in subscribe(_events_endpoint(args), args.topics or (), curve=_client_curve(args)):
+    endpoint, curve = _events_endpoint(args), _client_curve(args)
+    if not publisher_listening(endpoint, curve):
+        if not args.wait:
+            raise UserError(f"nothing is publishing at {endpoint} yet (is `perceptd run` running?); "
+                            f"`perceptd tail --wait` waits for it")
+        print(f"nothing is publishing at {endpoint} yet; waiting (Ctrl-C to stop)", file=sys.stderr,
+              flush=True)
+    for _topic, msg in subscribe(endpoint, args.topics or (), curve=curve):
         print(json.dumps(msg) if args.json else format_message(msg), flush=True)
     return 0
 
@@ -303,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topics", nargs="*", help="topic prefixes (event., vision, audio, ...)")
     p.add_argument("--endpoint", help="events endpoint (default: from the config)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for a daemon that is not publishing yet (default: fail at once)")
     _add_client_keys(p)
     p.set_defaults(func=cmd_tail)
 
@@ -392,10 +416,24 @@ def main(argv: list[str] | None = None) -> int:
         return func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `perceptd tail | head`: the reader is gone; end quietly
+        _silence_stdout()
+        return 0
     except Exception as exc:  # noqa: BLE001 - the one place errors become one line
         if args.debug:
             raise
         return _report(exc)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _report(exc: Exception) -> int:

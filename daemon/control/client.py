@@ -30,6 +30,10 @@ class ControlError(RuntimeError):
     """The daemon could not be reached or answered nonsense; str() is one clear line."""
 
 
+class NotListening(ControlError):
+    """Nothing listens at the endpoint (the daemon is not running, or not yet)."""
+
+
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
@@ -56,7 +60,7 @@ def _wait_connected(sock: zmq.Socket, endpoint: str, deadline: float,
             if left_ms <= 0 or not mon.poll(left_ms):
                 if not fail_if_absent:
                     return
-                raise ControlError(f"perceptd is not reachable at {endpoint} (connect timed out)")
+                raise NotListening(f"perceptd is not reachable at {endpoint} (connect timed out)")
             event = recv_monitor_message(mon)["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 return
@@ -65,10 +69,27 @@ def _wait_connected(sock: zmq.Socket, endpoint: str, deadline: float,
                         if curve is not None else "it requires CURVE keys (--client-key/--server-key)")
                 raise ControlError(f"perceptd at {endpoint} refused the connection: {hint}")
             if event == zmq.EVENT_CONNECT_RETRIED and fail_if_absent:
-                raise ControlError(f"perceptd is not running: nothing listens at {endpoint}")
+                raise NotListening(f"perceptd is not running: nothing listens at {endpoint}")
     finally:
         sock.disable_monitor()
         mon.close(linger=0)
+
+
+def publisher_listening(endpoint: str, curve: CurveClient | None = None,
+                        timeout_s: float = 1.0) -> bool:
+    """Whether a daemon's events socket answers at `endpoint` (a ZMTP handshake succeeds).
+    False when nothing listens; a refused CURVE handshake raises ControlError."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        _wait_connected(sock, endpoint, time.monotonic() + timeout_s, curve)
+        return True
+    except NotListening:
+        return False
+    finally:
+        sock.close(linger=0)
+        ctx.term()
 
 
 def send_request(

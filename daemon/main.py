@@ -102,12 +102,17 @@ def _reload(daemon, args: argparse.Namespace, lock: threading.Lock) -> None:
         except ConfigError as exc:
             error = "; ".join(exc.lines)
             log.error("event=config_refused via=SIGHUP path=%s error=%r", args.config, error)
-            daemon.report_error(f"config {args.config} refused, running config kept: {error}")
+            daemon.report_error(f"config {args.config} refused, running config kept: {error}",
+                                key="config")
             return
+        daemon.clear_error("config")  # the file is good again
         changes = daemon.reconfigure(cfg)
         log.info("event=config_reloaded via=SIGHUP path=%s applied=%s restart_needed=%s", args.config,
                  ",".join(changes["applied"]) or "-", ",".join(changes["restart_needed"]) or "-")
         try:
             log.info("event=reload_requested via=SIGHUP result=%s", daemon._handle_reload(None))
-        except RequestRejected as exc:
-            log.error("event=reload_refused via=SIGHUP error=%s", exc)
+        except RequestRejected as exc:  # a refused bundle was logged (once, ERROR) by the daemon
+            if str(exc).startswith("bundle refused"):
+                log.info("event=reload_refused via=SIGHUP detail='see event=bundle_refused'")
+            else:
+                log.warning("event=reload_refused via=SIGHUP error=%s", exc)

@@ -197,7 +197,6 @@ def spoken(cfg, bundle, work: Path, n: int, voices: tuple[str, ...], snrs=(None,
     matcher = SpeechMatcher(cfg.speech, cfg.events)
     noise_kind, backgrounds = _background()
     # both halves, interleaved, so a subset keeps every command and both halves
-    para = list(cc.PARAPHRASES)[: n or None] if n else list(cc.PARAPHRASES)
     para = _spread(list(cc.PARAPHRASES), n)
     near = _spread([(t, None) for t in cc.NEAR_MISSES], n)
     non = [(t, None) for t in cc.NON_COMMANDS]

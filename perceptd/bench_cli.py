@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-configurations", action="store_true",
                    help="skip the per---streams comparison (max rate, plain loop, 30 fps): run only "
                         "--compare-vision-paths / --find-max-streams / latency / soak")
+    p.add_argument("--commands-spoken", type=int, default=40, metavar="N",
+                   help="--commands: N paraphrases + N near-misses (+ the non-commands) spoken in 2 voices, "
+                        "clean and at 10 dB SNR (0: all; -1: typed only)")
     p.add_argument("--p99-target-ms", type=float, default=None,
                    help="latency bound of --find-max-streams (default 50 on cuda, 100 on cpu)")
 
@@ -101,11 +104,17 @@ def bench_main(args: argparse.Namespace) -> int:
 
         asr_main(Path(args.config), bundle_dir, args.json_out, live_run=not args.asr_offline)
         ran = True
+    if getattr(args, "commands", False):
+        from perceptd.bench.commands import main as commands_main
+
+        commands_main(Path(args.config), args.json_out, spoken_n=args.commands_spoken)
+        ran = True
     if getattr(args, "robustness", False):
         from perceptd.bench.robustness import main as robustness_main
 
         robustness_main(Path(args.config), args.json_out)
         ran = True
     if not ran:
-        raise UserError("choose a benchmark: --models, --pipeline, --all, --zeroshot, --asr, --robustness")
+        raise UserError("choose a benchmark: --models, --pipeline, --all, --zeroshot, --asr, --commands, "
+                        "--robustness")
     return 0

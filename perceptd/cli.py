@@ -383,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asr", action="store_true",
                    help="spoken commands: accuracy, false accepts, latency, recognizer CPU share")
     p.add_argument("--asr-offline", action="store_true", help="--asr without the live daemon run")
+    p.add_argument("--commands", action="store_true",
+                   help="command matcher: typed + spoken paraphrases, near-misses, false accepts")
     p.add_argument("--robustness", action="store_true",
                    help="decision stability under perturbed input and FGSM -> docs/robustness.md")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -14,8 +14,8 @@ EngineConfig = Annotated[WhisperEngineConfig, Field(discriminator="type")]
 
 
 class SpeechConfig(BaseModel):
-    """Spoken commands: each VAD speech segment is transcribed; a confident transcript that
-    clearly matches one command event becomes a text command (origin "speech")."""
+    """Spoken commands: each VAD speech segment is transcribed; a confident transcript that the
+    command matcher accepts becomes a text command (origin "speech")."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -41,11 +41,11 @@ class SpeechConfig(BaseModel):
     )
     min_similarity: float = Field(
         0.8, ge=-1, le=1,
-        description="cosine in the shared text space a command prompt must reach (the event's "
-        "own min_similarity applies too, whichever is higher)",
+        description="deprecated, ignored: the command matcher (perceptd.daemon.commands) judges "
+        "transcripts exactly as typed text; kept so older configs stay valid",
     )
     min_margin: float = Field(
-        0.04, ge=0, le=2, description="cosine lead over the best rival command (near-misses)"
+        0.04, ge=0, le=2, description="deprecated, ignored (see min_similarity)"
     )
     wake_phrase: str | None = Field(
         None, min_length=1, max_length=100,

@@ -1,35 +1,26 @@
 """Transcript -> command event, or a reason why not.
 
 A transcript is a command only when the recognizer is confident (average log-probability,
-no-speech probability) and its text sits clearly closest to one command event in the shared
-text space: the best prompt cosine must reach a floor (the speech floor or the event's own
-`min_similarity`, whichever is higher) and lead every other command event by a margin.
-This is a semantic match on the same MiniLM vectors and event queries the fusion head uses,
-not string similarity: "turn on the fan" is far from every prompt when only lights exist,
-and "volume down" is judged against "volume up" by the margin.
-
-Text is normalised first (lower case, no punctuation): prompts are written that way, and a
-recognizer's "Turn the volume down." otherwise loses cosine to its full stop.
+no-speech probability), it starts with the wake phrase when one is configured, and the
+command matcher (perceptd.daemon.commands: the same one typed commands go through) accepts
+its text: the action and its object must both agree with one command event, so "turn on the
+fan" is nothing and "volume down" is never volume_up.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-import numpy as np
-
+from perceptd.daemon.commands import CommandMatch
+from perceptd.daemon.commands import CommandMatcher as TextCommandMatcher
+from perceptd.daemon.commands.matcher import normalise
 from perceptd.daemon.config.events import EventConfig
 from perceptd.daemon.messages import SPEECH_VERDICTS
 from perceptd.daemon.speech.config import SpeechConfig
 from perceptd.daemon.speech.engine import Transcript
 
 REASONS = SPEECH_VERDICTS  # accepted, or why not
-_NOT_WORD = re.compile(r"[^\w\s']+")
-
-
-def normalise(text: str) -> str:
-    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
+__all__ = ["CommandMatcher", "Verdict", "build_initial_prompt", "command_prompts", "normalise"]
 
 
 @dataclass(frozen=True)
@@ -37,9 +28,10 @@ class Verdict:
     text: str  # normalised, wake phrase stripped: what goes to the text stage
     reason: str  # one of REASONS
     event: str | None = None  # best-matching command (also when rejected: explains why)
-    similarity: float | None = None  # its best prompt cosine
-    margin: float | None = None  # lead over the runner-up command
+    similarity: float | None = None  # its score in [0, 1] (the command matcher's)
+    margin: float | None = None  # score lead over the runner-up command
     runner_up: str | None = None
+    match: CommandMatch | None = None  # the command matcher's full answer (explanation)
 
     @property
     def accepted(self) -> bool:
@@ -74,12 +66,15 @@ def build_initial_prompt(events: list[EventConfig], wake_phrase: str | None,
 
 
 class CommandMatcher:
-    """Judges transcripts against the command events of the live ModelSet's EventSpace."""
+    """ASR checks and the wake phrase, then the shared command matcher on the transcript."""
 
     def __init__(self, cfg: SpeechConfig, events: list[EventConfig]) -> None:
         self.cfg = cfg
+        self.events = events
         self.wake = normalise(cfg.wake_phrase) if cfg.wake_phrase else ""
         self.commands = [e.name for e in events if e.kind == "command" and "text" in e.modalities]
+        self._matcher: TextCommandMatcher | None = None
+        self._text_model: object | None = None
 
     def strip_wake(self, text: str) -> str | None:
         """The text after the wake phrase, or None when it does not start with it."""
@@ -102,22 +97,21 @@ class CommandMatcher:
             return Verdict(rest, "low_confidence")
         return self.match(rest, models)
 
+    def matcher_for(self, models) -> TextCommandMatcher:
+        """The command matcher on this ModelSet's text model (rebuilt when a reload swaps it)."""
+        if self._matcher is None or self._text_model is not models.text:
+            self._matcher = TextCommandMatcher(self.events, models.text.embed)
+            self._text_model = models.text
+        return self._matcher
+
     def match(self, text: str, models) -> Verdict:
-        """Semantic match of normalised text against the command events (no ASR figures)."""
+        """The command matcher's verdict on normalised text (no ASR figures)."""
         if not self.commands:
             return Verdict(text, "no_match")
-        space = models.space
-        idx = [space.index(n) for n in self.commands]
-        v = models.text.embed([text])[0]
-        sims = np.einsum("d,epd->ep", v, space.queries[idx])
-        best = np.where(space.prompt_mask[idx] > 0, sims, -np.inf).max(-1)  # [C]
-        order = np.argsort(-best)
-        win = int(order[0])
-        sim = float(best[win])
-        runner = int(order[1]) if len(order) > 1 else None
-        margin = sim - float(best[runner]) if runner is not None else 2.0
-        floor = max(self.cfg.min_similarity, float(space.floor[idx[win]]))
-        reason = ("no_match" if sim < floor else
-                  "ambiguous" if margin < self.cfg.min_margin else "accepted")
-        return Verdict(text, reason, self.commands[win], round(sim, 4), round(margin, 4),
-                       self.commands[runner] if runner is not None else None)
+        m = self.matcher_for(models).match(text)
+        ranked = sorted(m.scores.items(), key=lambda kv: -kv[1])
+        best = m.event or m.best
+        score = m.scores.get(best) if best else None
+        runner = next((n for n, _ in ranked if n != best), None)
+        margin = round(score - m.scores[runner], 4) if score is not None and runner else None
+        return Verdict(text, m.reason, best, score, margin, runner, m)

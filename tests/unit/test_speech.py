@@ -117,9 +117,7 @@ def test_polarity_pairs_never_cross(models, default_config) -> None:
         assert v.event != rival and (v.event == event or not v.accepted), (text, v)
 
 
-def test_margin_and_confidence_thresholds_reject(models, default_config) -> None:
-    v = _judge(models, default_config, "turn on the lights", min_margin=0.5)
-    assert v.reason == "ambiguous" and v.event == "lights_on" and v.runner_up == "lights_off"
+def test_confidence_thresholds_reject(models, default_config) -> None:
     m = CommandMatcher(SpeechConfig(), default_config.events)
     assert m.judge(Transcript("turn on the lights", -1.5, 0.01), models).reason == "low_confidence"
     assert m.judge(Transcript("turn on the lights", -0.1, 0.9), models).reason == "no_speech"

@@ -9,6 +9,7 @@ one, `fusion.onnx` replaced by garbage whose sha256 the manifest records), the r
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -118,6 +119,23 @@ def test_reload_of_a_renamed_copy_says_it_is_the_same_version(rig) -> None:
     assert reply["ok"] and reply["swapped"] is False
     assert "same bundle version as the one serving" in reply["detail"]
     set_pointer(root, "current", "v2")
+
+
+def test_a_refused_config_is_an_error_until_a_good_one_is_read(rig) -> None:
+    cfg, daemon = rig["cfg"], rig["daemon"]
+    good = cfg.read_text()
+    cfg.write_text(good + "\nfusion: {tick_msec: 50}\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while not any("refused" in e and "tick_msec" in e for e in _status(rig)["errors"]):
+        assert time.monotonic() < deadline, _status(rig)["errors"]
+        time.sleep(0.1)
+    cfg.write_text(good)
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while _status(rig)["errors"]:
+        assert time.monotonic() < deadline, _status(rig)["errors"]
+        time.sleep(0.1)
 
 
 def test_refusals_are_logged_once_with_the_file(rig) -> None:

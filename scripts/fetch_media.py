@@ -53,6 +53,9 @@ PACKAGES = {
     "asterisk": ("apt", "asterisk-core-sounds-en-wav", "1.6.1-1"),
     "moh": ("apt", "asterisk-moh-opsound-wav", "2.03-1.1"),
     "fdo": ("apt", "sound-theme-freedesktop", "0.8-2"),
+    "mpl": ("pip", "matplotlib", "3.11.2"),
+    "mahotas": ("pip", "mahotas", "1.4.19"),
+    "gnomecc": ("apt", "gnome-control-center-data", "1:43.6-2~deb12u1"),
 }
 
 # Licence statements, as the packages state them (debian/copyright, CREDITS.md, READMEs).
@@ -115,8 +118,8 @@ SOUNDS = [
     ("speech", "asterisk", AST + "priv-callee-options.wav", ASTERISK),
     ("speech", "asterisk", AST + "basic-pbx-ivr-main.wav", ASTERISK),
     ("speech", "asterisk", AST + "demo-echotest.wav", ASTERISK),
-    ("music", "moh", "usr/share/asterisk/moh/macroform-cold_day.wav", MOH),
-    ("music", "moh", "usr/share/asterisk/moh/manolo_camp-morning_coffee.wav", MOH),
+    ("music", "moh", "usr/share/asterisk/moh/macroform-cold_day.wav", (MOH[0], MOH[1].format("Macroform"))),
+    ("music", "moh", "usr/share/asterisk/moh/manolo_camp-morning_coffee.wav", (MOH[0], MOH[1].format("Manolo Camp"))),
     ("music", "scratch", SC + "Music Loops/GuitarChords1.mp3", SCRATCH),
     ("music", "scratch", SC + "Music Loops/Medieval1.mp3", SCRATCH),
     ("music", "gcompris", "rcc/explore_world_music.rcc:/gcompris/src/activities/explore_world_music/resource/music/ireland.ogg", ("CC-BY-3.0", "peakfiddler (GCompris explore_world_music README)")),
@@ -159,6 +162,8 @@ BG_ROOM = [("gcompris", GCM + "LRRain_in_garden_01_LA_cut.ogg", GC_LR),
            ("scratch", SC + "Effects/Typing.mp3", SCRATCH)]
 
 SKI = "skimage/data/"
+GF = "usr/share/pixmaps/faces/"
+GNOME_FACES = ("GPL-2+ / CC0-1.0 (debian/copyright, Files: *)", "GNOME Settings authors (user-accounts avatars)")
 # (label, tags, package key, path, (licence, attribution))
 IMAGES = [
     ("person", ["person", "astronaut"], "skimage", SKI + "astronaut.png", ("public domain", "NASA (Eileen Collins)")),
@@ -168,15 +173,32 @@ IMAGES = [
     ("vehicle", ["vehicle", "motorcycle"], "skimage", SKI + "motorcycle_left.png", ("public domain as distributed by scikit-image", "Middlebury 2014 stereo")),
     ("vehicle", ["vehicle", "rocket"], "skimage", SKI + "rocket.jpg", ("public domain", "NASA / SpaceX")),
     ("object", ["object", "coins"], "skimage", SKI + "coins.png", ("public domain as distributed by scikit-image", "Brooklyn Museum")),
+    ("person", ["person", "face", "portrait"], "mpl", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+     ("public domain", "U.S. Navy (Grace Hopper; matplotlib sample_data)")),
+    ("person", ["person", "face", "portrait"], "mahotas", "mahotas/demos/data/luispedro.jpg",
+     ("MIT", "Luis Pedro Coelho (mahotas demo data)")),
+    # GNOME user avatars: real photos, but only 96 px (upscaled by the classifier)
+    ("cat", ["cat", "pet"], "gnomecc", GF + "cat.jpg", GNOME_FACES),
+    ("dog", ["dog", "pet", "puppy"], "gnomecc", GF + "puppy.jpg", GNOME_FACES),
+    # Tux Paint photo stamps: real photographs cut out on transparency, laid on white here
+    ("vehicle", ["vehicle", "car"], "tuxpaint", TP + "vehicles/auto/beetle.png", TUX),
+    ("vehicle", ["vehicle", "truck", "pickup"], "tuxpaint", TP + "vehicles/auto/truck.png", TUX),
+    ("vehicle", ["vehicle", "bus"], "tuxpaint", TP + "vehicles/masstransit/green_korean_bus.png", TUX),
+    ("vehicle", ["vehicle", "truck"], "tuxpaint", TP + "vehicles/garbagetruck.png", TUX),
+    ("vehicle", ["vehicle", "truck", "fire engine"], "tuxpaint", TP + "vehicles/emergency/firetruck.png", TUX),
 ]
-# GCompris photo folders: (rcc, folder, label or None = by file name, max count)
+# GCompris photo folders: (rcc, folder, label or None = by file name, max count, only these stems or None)
 GC_PHOTOS = [
-    ("explore_farm_animals", "/gcompris/src/activities/explore_farm_animals/resource/animals", None, 20),
-    ("explore_world_animals", "/gcompris/src/activities/explore_world_animals/resource/animals", "wild_animal", 6),
-    ("explore_monuments", "/gcompris/src/activities/explore_monuments/resource", "landscape", 12),
-    ("categorization", "/gcompris/src/activities/categorization/resource/images/others", None, 30),
-    ("categorization", "/gcompris/src/activities/categorization/resource/images/renewable", "landscape", 5),
-    ("categorization", "/gcompris/src/activities/categorization/resource/images/tools", "object", 5),
+    ("explore_farm_animals", "/gcompris/src/activities/explore_farm_animals/resource/animals", None, 20, None),
+    ("explore_world_animals", "/gcompris/src/activities/explore_world_animals/resource/animals", "wild_animal", 6, None),
+    ("explore_monuments", "/gcompris/src/activities/explore_monuments/resource", "landscape", 12, None),
+    ("categorization", "/gcompris/src/activities/categorization/resource/images/others", None, 30, None),
+    ("categorization", "/gcompris/src/activities/categorization/resource/images/renewable", "landscape", 5, None),
+    ("categorization", "/gcompris/src/activities/categorization/resource/images/tools", "object", 5, None),
+    # musicians: people and groups (the other photos there show instruments only)
+    ("explore_world_music", "/gcompris/src/activities/explore_world_music/resource/music", "person", 5,
+     {"italy", "australia", "orchestra", "ireland", "mexico"}),
+    ("erase", "/gcompris/src/activities/erase/resource", "cat", 1, {"kitten"}),
 ]
 GC_NAME_LABEL = {"cat": "cat", "dog": "dog", "cow": "cow", "horse": "horse", "pig": "pig", "sheep": "sheep",
                  "duck": "bird", "chicken": "bird", "owl": "bird", "chair": "room", "pillow": "room",
@@ -419,9 +441,16 @@ def build_background() -> tuple[list[dict], float]:
 # --- images ---------------------------------------------------------------------------------------
 def save_jpeg(src: str, rel: str) -> None:
     import cv2
-    img = cv2.imread(src, cv2.IMREAD_COLOR)
+    img = cv2.imread(src, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f"cannot read {src}")
+    if img.dtype != np.uint8:       # 16-bit PNG
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:         # cut-out photo (Tux Paint stamp): lay it on white
+        a = img[:, :, 3:4].astype(np.float32) / 255.0
+        img = (img[:, :, :3] * a + 255.0 * (1.0 - a)).round().astype(np.uint8)
     h, w = img.shape[:2]
     s = 640 / max(h, w)
     if s < 1:
@@ -459,7 +488,7 @@ def build_images() -> list[dict]:
         out.append({"path": rel, "label": label, "tags": tags, "source": path, "package": got,
                     "licence": lic, "attribution": attr})
     root, got = fetch_pkg("gcompris")
-    for rcc, folder, label, limit in GC_PHOTOS:
+    for rcc, folder, label, limit, only in GC_PHOTOS:
         files = read_rcc(os.path.join(root, f"rcc_{rcc}.rcc"))
         lic_map = gc_readme(files[folder + "/README"].decode("utf-8", "replace"))
         n = 0
@@ -470,6 +499,8 @@ def build_images() -> list[dict]:
             if not lic or "GFDL" in lic:
                 continue
             stem = os.path.splitext(os.path.basename(name))[0]
+            if only is not None and stem not in only:
+                continue
             lab = label or GC_NAME_LABEL.get(stem)
             if lab is None:
                 continue

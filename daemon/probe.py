@@ -18,6 +18,7 @@ import numpy as np
 
 from perceptd.daemon.bundle import resolve_bundle, verify_bundle
 from perceptd.daemon.config import Config, load_config
+from perceptd.daemon.commands.evidence import command_logodds
 from perceptd.daemon.fusion.space import MODALITIES, top_prompts
 from perceptd.daemon.inference.models import ModelSet, load_models
 from perceptd.daemon.inference.session import SessionOptions
@@ -36,6 +37,13 @@ class ProbeResult:
     events: dict[str, Any] = field(default_factory=dict)
     x: np.ndarray | None = None
     mask: np.ndarray | None = None
+    probs_vision: np.ndarray | None = None  # the classifiers' probabilities (class evidence)
+    probs_audio: np.ndarray | None = None  # per class, its highest window in the file
+    text_evidence: np.ndarray | None = None  # the command matcher's log-odds per event
+
+
+def _row(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else a[None]
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -56,7 +64,8 @@ def check_input_file(path: str | Path, option: str) -> Path:
     return p
 
 
-def probe_image(m: ModelSet, path: Path, top: int, res: ProbeResult) -> None:
+def probe_image(m: ModelSet, path: Path, top: int, res: ProbeResult,
+                face_min_score: float = 0.9) -> None:
     check_input_file(path, "--image")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our line, no [ WARN ]
     try:
@@ -68,11 +77,13 @@ def probe_image(m: ModelSet, path: Path, top: int, res: ProbeResult) -> None:
     out = m.vision.infer(m.vision.preprocess(img)[None])
     res.modalities["vision"] = {"top": [[lab, p] for lab, p in m.vision.top_k(out.probs[0], top)]}
     res.x[MODALITIES.index("vision")] = out.embed[0]
+    res.probs_vision = out.probs[0]
     res.mask[MODALITIES.index("vision")] = 1
     if m.face is not None:
         faces = m.face.detect(img)
         res.faces = [{"box": [round(float(v), 1) for v in f.box], "score": float(f.score)}
                      for f in faces]
+        faces = [f for f in faces if f.score >= face_min_score]  # evidence, as in the daemon
         if faces:
             res.modalities["face"] = {"top": [["face", float(max(f.score for f in faces))]],
                                       "count": len(faces)}
@@ -98,6 +109,7 @@ def probe_audio(m: ModelSet, path: Path, top: int, res: ProbeResult) -> np.ndarr
         "windows": len(patches),
     }
     res.x[MODALITIES.index("audio")] = _unit(out.embed.mean(0))
+    res.probs_audio = out.scores.max(0)  # was it heard anywhere in the file
     res.mask[MODALITIES.index("audio")] = 1
     return pcm
 
@@ -110,6 +122,9 @@ def probe_text(m: ModelSet, text: str, cfg: Config, top: int, res: ProbeResult) 
     nearest = top_prompts(m.space, v[None], prompts, top)[0]
     res.modalities["text"] = {"text": text, "top": [[lab, p] for lab, p in nearest]}
     res.x[MODALITIES.index("text")] = v
+    res.text_evidence = np.zeros(len(m.space.names), np.float32)
+    for name, lo in command_logodds(m, text):
+        res.text_evidence[m.space.index(name)] = lo
     res.mask[MODALITIES.index("text")] = 1
 
 
@@ -145,7 +160,10 @@ def _command_event(m: ModelSet, cfg: Config, res: ProbeResult, verdict) -> dict[
     x, mask = res.x.copy(), res.mask.copy()
     x[MODALITIES.index("text")] = m.text.embed([verdict.text])[0]
     mask[MODALITIES.index("text")] = 1
-    r = m.fusion.fuse(x[None], mask[None], m.space)
+    te = np.zeros((1, len(m.space.names)), np.float32)
+    for name, lo in command_logodds(m, verdict.text):
+        te[0, m.space.index(name)] = lo
+    r = m.fusion.fuse(x[None], mask[None], m.space, _row(res.probs_vision), _row(res.probs_audio), te)
     i = m.space.index(verdict.event)
     ev = next(e for e in cfg.events if e.name == verdict.event)
     return {"event": verdict.event, "text": verdict.text, "score": float(r.scores[0, i]),
@@ -155,7 +173,8 @@ def _command_event(m: ModelSet, cfg: Config, res: ProbeResult, verdict) -> dict[
 
 
 def fuse(m: ModelSet, cfg: Config, res: ProbeResult) -> None:
-    r = m.fusion.fuse(res.x[None], res.mask[None], m.space)
+    r = m.fusion.fuse(res.x[None], res.mask[None], m.space, _row(res.probs_vision),
+                      _row(res.probs_audio), _row(res.text_evidence))
     thresholds = {e.name: e.threshold_on for e in cfg.events}
     for i, name in enumerate(m.space.names):
         weights = {mod: float(r.weights[0, i, j]) for j, mod in enumerate(MODALITIES)
@@ -184,7 +203,7 @@ def run_probe(cfg: Config, image: str | None, audio: str | None, text: str | Non
     res = ProbeResult(x=np.zeros((len(MODALITIES), 384), np.float32),
                       mask=np.zeros(len(MODALITIES), np.float32))
     if image:
-        probe_image(models, Path(image), top, res)
+        probe_image(models, Path(image), top, res, cfg.vision.face_min_score)
     if audio:
         pcm = probe_audio(models, Path(audio), top, res)
         if speech:

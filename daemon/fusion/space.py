@@ -1,8 +1,11 @@
-"""Compile the declared events into the fusion head's query tensors, calibrated on the device.
+"""Compile the declared events into the fusion head's constant tensors, on the device.
 
-Calibration: for each event and modality, the event's best-prompt cosine is measured over a
-background set of that modality (neutral sentences; the class-name vectors every image or
-sound is a mixture of) and standardised, so thresholds mean the same thing for every event.
+* queries: the prompts' embeddings; calibration: each event's best-prompt cosine over a
+  background set of every modality (mu, sigma), for the shared-space vector path;
+* class relevance and coverage (daemon/fusion/relevance.py): which ImageNet and AudioSet
+  classes mean the event, the evidence that decides vision and audio;
+* from_matcher: command events take their text evidence from the command matcher;
+* combine: how the event's modalities add up (config `combine`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from perceptd.daemon.bundle import Bundle
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.config.events import COMBINE_MODES, EventConfig
+from perceptd.daemon.fusion import relevance
 
 MODALITIES = ("vision", "face", "audio", "text")
 _FACE_BACKGROUND = "vision"  # a face vector competes with what images otherwise look like
@@ -30,9 +34,14 @@ class EventSpace:
     calib: np.ndarray  # [E,M,2] background (mu, sigma)
     affine: np.ndarray  # [E,2] fine-tuned (scale, bias); (1, 0) when untrained
     competes: np.ndarray  # [E,E] 1 where two events are rivals (same group), 0 on the diagonal
-    floor: np.ndarray  # [E] raw cosine an event must reach (-1: none)
-    margin: np.ndarray  # [E] raw cosine by which it must beat its best rival
+    margin: np.ndarray  # [E] log-odds by which it must beat its best rival
     required: np.ndarray  # [E,M] modalities that must be present for the event to fire
+    rel_vision: np.ndarray  # [E,1000] ImageNet classes that mean the event (0/1)
+    rel_audio: np.ndarray  # [E,521] AudioSet classes that mean the event (0/1)
+    coverage: np.ndarray  # [E,M] how well each classifier can see the event (0 for face, text)
+    from_matcher: np.ndarray  # [E] 1: text evidence comes from the command matcher
+    combine: np.ndarray  # [E,3] one-hot over COMBINE_MODES
+    class_names: tuple[dict[str, tuple[str, ...]], ...] = ()  # per event: modality -> classes
 
     def index(self, name: str) -> int:
         return self.names.index(name)
@@ -107,6 +116,33 @@ def _affine(bundle: Bundle, names: list[str]) -> np.ndarray:
     return aff
 
 
+def _class_space(bundle: Bundle, queries: np.ndarray, mask: np.ndarray, allowed: np.ndarray
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]]:
+    """Per classifier modality: (relevance [E,C], coverage [E], similarity [E,C], labels)."""
+    pre = bundle.preprocessing("fusion")
+    out = {}
+    for modality in ("vision", "audio"):
+        vecs = _load_npy(bundle, f"{modality}_class_embeddings.npy")
+        labels = bundle.labels(modality)
+        if vecs is None or not labels:
+            continue
+        sims = [relevance.class_similarity(vecs, queries, mask)]
+        # vision: also the plain names (crisp) and the descriptions' kinds ("dog breed ...")
+        for key in ("vision_class_names", "vision_class_kinds") if modality == "vision" else ():
+            extra = _load_npy(bundle, pre[key]) if pre.get(key) else None
+            if extra is not None:
+                sims.append(relevance.class_similarity(extra, queries, mask))
+        children = None
+        if modality == "audio" and pre.get("audio_hierarchy"):
+            doc = json.loads(bundle.file(pre["audio_hierarchy"]).read_text(encoding="utf-8"))
+            children = doc["nodes"]
+        active = allowed[:, MODALITIES.index(modality)] > 0
+        rel = relevance.relevance(sims, labels, relevance.SPREAD[modality], children, active)
+        sim = np.maximum.reduce(sims)
+        out[modality] = (rel, relevance.coverage(sim), sim, labels)
+    return out
+
+
 def compile_events(events: list[EventConfig], embed, bundle: Bundle) -> EventSpace:
     """`embed(list[str]) -> [N,D]` is the text model; events come from the config."""
     if not events:
@@ -123,10 +159,26 @@ def compile_events(events: list[EventConfig], embed, bundle: Bundle) -> EventSpa
     competes = np.array(
         [[1.0 if gi is not None and gi == gj and i != j else 0.0 for j, gj in enumerate(groups)]
          for i, gi in enumerate(groups)], np.float32)
-    floor = np.array([e.effective_floor for e in events], np.float32)
     required = np.array(
         [[1.0 if m in e.effective_required else 0.0 for m in MODALITIES] for e in events], np.float32
     )
-    margin = np.array([e.effective_margin for e in events], np.float32)
+    margin = np.array([e.effective_group_margin for e in events], np.float32)
+    n = len(events)
+    classes = _class_space(bundle, queries, mask, allowed)
+    rel_v = classes["vision"][0] if "vision" in classes else np.zeros((n, 1000), np.float32)
+    rel_a = classes["audio"][0] if "audio" in classes else np.zeros((n, 521), np.float32)
+    cov = np.zeros((n, len(MODALITIES)), np.float32)
+    for modality, (_rel, c, _sim, _labels) in classes.items():
+        cov[:, MODALITIES.index(modality)] = c
+    for i, e in enumerate(events):
+        for modality in e.class_evidence_off:
+            cov[i, MODALITIES.index(modality)] = 0.0
+    from_matcher = np.array([1.0 if e.kind == "command" else 0.0 for e in events], np.float32)
+    combine = np.array([[1.0 if e.effective_combine == m else 0.0 for m in COMBINE_MODES]
+                        for e in events], np.float32)
+    class_names = tuple(
+        {m: tuple(relevance.top_classes(rel[i:i + 1], sim[i:i + 1], labels)[0])
+         for m, (rel, _c, sim, labels) in classes.items()} for i in range(n))
     return EventSpace(tuple(names), queries, mask, allowed, calib, _affine(bundle, names),
-                      competes, floor, margin, required)
+                      competes, margin, required, rel_v, rel_a, cov, from_matcher, combine,
+                      class_names)

@@ -27,6 +27,8 @@ class ModalityOutput:
     vector: np.ndarray  # [D], L2-normalised, in the shared space
     top: tuple[tuple[str, float], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    probs: np.ndarray | None = None  # vision/audio: the classifier's class probabilities
+    commands: tuple[tuple[str, float], ...] = ()  # text: the matcher's log-odds per command
 
 
 @dataclass(frozen=True)

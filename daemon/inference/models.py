@@ -36,6 +36,7 @@ class ModelSet:
     fusion: FusionModel
     space: EventSpace
     face_anchor: np.ndarray  # shared-space vector standing for "a face is visible"
+    commands: object | None = None  # CommandMatcher over this vocabulary (text evidence)
 
     @property
     def version(self) -> str:
@@ -69,11 +70,23 @@ def load_models(bundle: Bundle, events: list[EventConfig], opts: SessionOptions,
     space = compile_events(events, text.embed, bundle)
     anchor_file = bundle.preprocessing("fusion").get("face_anchor", "face_anchor.npy")
     anchor = np.load(bundle.file(anchor_file), allow_pickle=False).astype(np.float32)
-    models = ModelSet(bundle, text, vision, face, vad, audio, fusion, space, anchor)
+    models = ModelSet(bundle, text, vision, face, vad, audio, fusion, space, anchor,
+                      _command_matcher(events, text))
     _warm_up(models)
     log.info("event=models_loaded version=%s providers=%s", bundle.version,
              ",".join(f"{k}:{v.removesuffix('ExecutionProvider')}" for k, v in models.providers().items()))
     return models
+
+
+def _command_matcher(events: list[EventConfig], text: TextModel) -> object | None:
+    """One matcher for typed and spoken commands, over this bundle's text model."""
+    if not any(e.kind == "command" for e in events):
+        return None
+    try:
+        from perceptd.daemon.commands.matcher import CommandMatcher
+    except ImportError:  # pragma: no cover - while the matcher is being written
+        return None
+    return CommandMatcher(events, text.embed)
 
 
 def _load_face(bundle: Bundle, opts: SessionOptions):

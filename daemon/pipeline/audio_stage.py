@@ -165,7 +165,8 @@ class AudioStage(Worker[AudioChunk]):
             extra = {"speech_prob": speech_prob, "embedding": out.embeddings[i]}
             if self.keep_pcm:  # the window's audio, for samples that may store raw audio
                 extra["pcm"] = self._window_pcm(s, int(start), span)
-            self.fusion.put(ModalityOutput("audio", source, w1, out.embed[i], top, extra))
+            self.fusion.put(ModalityOutput("audio", source, w1, out.embed[i], top, extra,
+                                           probs=out.scores[i]))
             self.publish.put(Outbound(AudioMessage(source=source, top=top, speech_prob=speech_prob,
                                                    window_start_ns=w0, window_end_ns=w1), w1))
 

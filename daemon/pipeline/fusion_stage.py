@@ -18,7 +18,7 @@ import numpy as np
 from perceptd.daemon.config.events import EventConfig
 from perceptd.daemon.events.decoder import EventDecoder, Transition
 from perceptd.daemon.fusion.head import FusionResult
-from perceptd.daemon.fusion.space import MODALITIES
+from perceptd.daemon.fusion.space import MODALITIES, EventSpace
 from perceptd.daemon.fusion.timeline import ModalityOutput, Row, Timeline
 from perceptd.daemon.health.stats import ModelTimings
 from perceptd.daemon.messages import CommandMessage, EventMessage, ModalityScore, Outbound
@@ -50,6 +50,26 @@ class FusionStats:
     commands_accepted: int = 0
     commands_rejected: int = 0
     last_eval_ms: float = 0.0
+
+
+def row_evidence(rows: list[Row], space: EventSpace
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The head's per-row class probabilities (vision, audio) and command log-odds [B,E]."""
+    pv = np.zeros((len(rows), space.rel_vision.shape[1]), np.float32)
+    pa = np.zeros((len(rows), space.rel_audio.shape[1]), np.float32)
+    te = np.zeros((len(rows), len(space.names)), np.float32)
+    iv, ia, it = (MODALITIES.index(m) for m in ("vision", "audio", "text"))
+    for b, r in enumerate(rows):
+        v, a, t = r.outputs[iv], r.outputs[ia], r.outputs[it]
+        if v is not None and v.probs is not None and v.probs.shape[0] == pv.shape[1]:
+            pv[b] = v.probs
+        if a is not None and a.probs is not None and a.probs.shape[0] == pa.shape[1]:
+            pa[b] = a.probs
+        if t is not None:
+            for name, lo in t.commands:
+                if name in space.names:
+                    te[b, space.index(name)] = lo
+    return pv, pa, te
 
 
 class FusionStage:
@@ -129,8 +149,9 @@ class FusionStage:
             rows = self.timeline.rows(now, w)
             x = np.stack([r.x for r in rows])
             mask = np.stack([r.mask for r in rows])
+            pv, pa, te = row_evidence(rows, models.space)
             t_inf = time.perf_counter()
-            per_window[w] = (rows, models.fusion.fuse(x, mask, models.space))
+            per_window[w] = (rows, models.fusion.fuse(x, mask, models.space, pv, pa, te))
             self.timings.observe("fusion", models, time.perf_counter() - t_inf)
         names = models.space.names
         best: dict[str, tuple[float, Explanation]] = {}

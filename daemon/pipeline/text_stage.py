@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from perceptd.daemon.commands.evidence import scores_to_logodds
 from perceptd.daemon.fusion.space import top_prompts
 from perceptd.daemon.fusion.timeline import ModalityOutput
 from perceptd.daemon.pipeline.queues import BoundedQueue
@@ -37,6 +38,10 @@ class TextStage(Worker[TextCommand]):
         vecs = m.text.embed([c.text for c in items])
         self.timings.observe("text", m, time.perf_counter() - t0)
         tops = top_prompts(m.space, vecs, self.prompt_texts, 3)
-        for c, v, top in zip(items, vecs, tops, strict=True):
+        matcher = getattr(m, "commands", None)
+        matches = matcher.match_many([c.text for c in items]) if matcher is not None else None
+        for i, (c, v, top) in enumerate(zip(items, vecs, tops, strict=True)):
+            evidence = scores_to_logodds(matches[i].scores) if matches is not None else ()
             self.fusion.put(ModalityOutput("text", c.source, c.t_capture_ns, v, tuple(top),
-                                           {"text": c.text, "origin": c.origin}))
+                                           {"text": c.text, "origin": c.origin},
+                                           commands=evidence))

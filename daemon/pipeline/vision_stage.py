@@ -51,6 +51,11 @@ class VisionStageConfig(BaseModel):
         0.5, ge=0, le=3600, description="face detection period per camera (0: every frame)"
     )
     faces: bool = Field(True, description="run the MTCNN face detector")
+    face_min_score: float = Field(
+        0.9, ge=0, le=1, description="detection score from which a face is evidence of a person "
+        "(MTCNN scores owls and helmets 0.75-0.85, real faces 0.95-1.0); weaker ones are only "
+        "reported in the vision message",
+    )
     top_k: int = Field(5, ge=1, le=20, description="labels published per frame")
 
 
@@ -142,9 +147,10 @@ class VisionStage(Worker[Prepared]):
         if self.keep_frames:
             extra["frame"] = f.image
         self.fusion.put(ModalityOutput("vision", f.source_id, f.t_capture_ns, out.embed[i], top,
-                                       extra))
-        if faces:
-            best = max(fc.score for fc in faces)
+                                       extra, probs=out.probs[i].copy()))
+        confident = [fc for fc in faces or () if fc.score >= self.cfg.face_min_score]
+        if confident:
+            best = max(fc.score for fc in confident)
             self.fusion.put(ModalityOutput(
                 "face", f.source_id, f.t_capture_ns, m.face_anchor,
                 (("face", float(best)),), {"faces": faces},

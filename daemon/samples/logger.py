@@ -246,7 +246,9 @@ class SampleLogger:
         row = fr.row
         sources, t_mod, tops = {}, {}, {}
         vf = ae = frame = pcm = None
+        vp = ap = None
         text = None
+        commands: dict[str, float] = {}
         for name, out in zip(MODALITIES, row.outputs, strict=True):
             if out is None:
                 continue
@@ -255,12 +257,16 @@ class SampleLogger:
             tops[name] = [[str(lab), float(p)] for lab, p in out.top[:5]]
             if name == "vision":
                 vf = _copy(out.extra.get("features"))
+                vp = _copy(out.probs)
                 frame = out.extra.get("frame") if raw.frames else None
             elif name == "audio":
                 ae = _copy(out.extra.get("embedding"))
+                ap = _copy(out.probs)
                 pcm = out.extra.get("pcm") if raw.audio else None
-            elif name == "text" and raw.text:
-                text = out.extra.get("text")
+            elif name == "text":
+                commands = {n: float(lo) for n, lo in out.commands}
+                if raw.text:
+                    text = out.extra.get("text")
         wall = time.time_ns()
         sample = Sample(
             id=sample_id or new_sample_id(wall), created_ns=wall,
@@ -270,6 +276,7 @@ class SampleLogger:
             scores=np.array(fr.scores, np.float32), x=np.array(row.x, np.float32),
             mask=np.array(row.mask, np.float32), modality_names=MODALITIES, sources=sources,
             t_modalities=t_mod, tops=tops, vision_features=vf, audio_embeddings=ae, text=text,
+            vision_probs=vp, audio_probs=ap, commands=commands,
             labels={c.label: 1} if c.label else {},
         )
         return sample, frame, pcm

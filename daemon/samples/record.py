@@ -26,7 +26,8 @@ MAGIC = b"PDSMP1"
 FLAG_ENCRYPTED = 1
 FORMAT_VERSION = 1
 SAMPLE_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{12}$")
-_ARRAYS = ("x", "mask", "scores", "vision_features", "audio_embeddings")
+_ARRAYS = ("x", "mask", "scores", "vision_features", "audio_embeddings", "vision_probs",
+           "audio_probs")
 _MEDIA = ("jpeg", "wav")
 
 
@@ -81,6 +82,9 @@ class Sample:
     tops: dict[str, list[list[Any]]] = field(default_factory=dict)  # modality -> [[label, p]]
     vision_features: np.ndarray | None = None  # [1280] encoder feature (adapters' input)
     audio_embeddings: np.ndarray | None = None  # [1024]
+    vision_probs: np.ndarray | None = None  # [1000] ImageNet probabilities (class evidence)
+    audio_probs: np.ndarray | None = None  # [521] AudioSet probabilities (class evidence)
+    commands: dict[str, float] = field(default_factory=dict)  # matcher log-odds per command
     text: str | None = None  # command text, only when raw media allows it
     jpeg: bytes | None = None
     wav: bytes | None = None
@@ -105,7 +109,7 @@ class Sample:
             "score": self.score, "model_version": self.model_version, "encoder_fp": self.encoder_fp,
             "events": list(self.events), "modality_names": list(self.modality_names),
             "sources": self.sources, "t_modalities": self.t_modalities, "tops": self.tops,
-            "text": self.text,
+            "text": self.text, "commands": self.commands,
         }
 
 
@@ -170,5 +174,7 @@ def decode(blob: bytes, sample_id: str, cipher: Cipher | None = None, where: str
         modality_names=tuple(meta["modality_names"]), sources=dict(meta.get("sources", {})),
         t_modalities={k: int(v) for k, v in meta.get("t_modalities", {}).items()},
         tops=dict(meta.get("tops", {})), vision_features=arrays.get("vision_features"),
-        audio_embeddings=arrays.get("audio_embeddings"), text=meta.get("text"), **media,
+        audio_embeddings=arrays.get("audio_embeddings"), text=meta.get("text"),
+        vision_probs=arrays.get("vision_probs"), audio_probs=arrays.get("audio_probs"),
+        commands={str(k): float(v) for k, v in meta.get("commands", {}).items()}, **media,
     )

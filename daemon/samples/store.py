@@ -582,6 +582,9 @@ class SampleStore:
                     arrays["vision_features"] = s.vision_features
                 if s.audio_embeddings is not None:
                     arrays["audio_embeddings"] = s.audio_embeddings
+                for name in ("vision_probs", "audio_probs"):
+                    if getattr(s, name) is not None:
+                        arrays[name] = getattr(s, name)
                 np.savez(out / f"{s.id}.npz", **arrays)
                 media = {}
                 for kind, ext in (("jpeg", "jpg"), ("wav", "wav")):

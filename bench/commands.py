@@ -9,8 +9,10 @@ Spoken: a subset (`--commands-spoken N`: N paraphrases + N near-misses + the non
 both halves interleaved) spoken by espeak-ng in two voices, clean and with noise mixed at
 10 dB SNR, then noise-only clips; every clip goes through the daemon's VAD, the configured
 recognizer (faster-whisper) and the speech matcher (ASR confidence checks + CommandMatcher),
-exactly as `perceptd probe --audio`. The noise is real background from media/ (listed in
-media/manifest.json) when that folder exists, else pink noise (the JSON says which).
+exactly as `perceptd probe --audio`. The noise is real background from media/ (the
+`background` list of media/manifest.json: room tone, tv, music, speech) when that folder
+exists, else pink noise (the JSON says which); the background clips alone (10 s each) are
+the noise-only / non-command-speech check.
 
 Writes bench/results/commands-<stamp>.json and bench/results/commands.md.
 """
@@ -137,17 +139,16 @@ def _background() -> tuple[str, list[np.ndarray]]:
     from perceptd.daemon.sources.wavfile import load_audio
 
     data = json.loads(manifest.read_text())
-    items = data if isinstance(data, list) else data.get("files") or data.get("items") or []
+    items = data.get("background", []) if isinstance(data, dict) else []
     pcm: list[np.ndarray] = []
     names = []
     for it in items:
-        path = REPO / "media" / (it.get("path") or it.get("file") or "")
-        role = " ".join(str(it.get(k, "")) for k in ("kind", "category", "role", "label", "tags")).lower()
-        if path.is_file() and path.suffix.lower() in (".wav", ".flac", ".ogg") and "background" in role:
+        path = REPO / str(it.get("path", ""))
+        if path.is_file():
             try:
                 pcm.append(load_audio(path))
-                names.append(path.name)
-            except (OSError, RuntimeError, sf.LibsndfileError):
+                names.append(f"{path.name} ({it.get('kind')}, {it.get('licence')})")
+            except (OSError, RuntimeError, ValueError, sf.LibsndfileError):
                 continue
     if not pcm:
         return "pink noise (media/manifest.json lists no readable background audio)", []
@@ -221,11 +222,12 @@ def spoken(cfg, bundle, work: Path, n: int, voices: tuple[str, ...], snrs=(None,
                              "half": half_of.get(text), "got": got[0] if len(got) == 1 else (got or None),
                              "transcripts": [r.transcript.text for r in res],
                              "verdicts": [r.verdict.reason for r in res]})
-    for k in range(6):  # noise only: room tone / background, no speech
+    for k in range(max(6, 2 * len(backgrounds))):  # background alone: room tone, tv, music, speech
         path = work / f"noise{k}.wav"
         if backgrounds:
             bg = backgrounds[k % len(backgrounds)]
-            seg = bg[: int(4 * sc.SR)] if len(bg) >= 4 * sc.SR else bg
+            off = int((k // len(backgrounds)) * 20 * sc.SR) % max(len(bg) - 10 * sc.SR, 1)
+            seg = bg[off: off + int(10 * sc.SR)]
             sf.write(path, seg, sc.SR, subtype="PCM_16")
         else:
             sc.noise_clip(path, 3.0, 7 + k, rms=0.03 + 0.03 * k)

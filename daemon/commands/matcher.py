@@ -40,6 +40,7 @@ from perceptd.daemon.config.events import EventConfig
 
 _NOT_WORD = re.compile(r"[^\w\s']+")
 WORD_FLOOR = 0.70  # a word's cosine to a declared word that counts as the same word
+ONE_WORD_CUE = 0.9  # a cue of one word ("darker") is not found by a neighbour ("dark")
 OTHER_FLOOR = 0.72  # a word this close to another device vetoes a command that does not explain it
 MARGIN = 0.05  # evidence lead of the accepted event over the best rival
 SLOPE = 25.0  # evidence -> score steepness
@@ -199,7 +200,10 @@ class CommandMatcher:
                     got[kind] = (0.0, None)
                     continue
                 scores = [float(best_sim[ix].min()) for ix in plist]
-                if kind == "cues":  # the best cue that no uncovered gate blocks, else the best
+                if kind == "cues":  # a one-word cue decides alone: it must be heard as itself
+                    scores = [sc if len(ix) > 1 or sc >= ONE_WORD_CUE else min(sc, WORD_FLOOR - 0.05)
+                              for sc, ix in zip(scores, plist, strict=True)]
+                    # the best cue that no uncovered gate blocks, else the best
                     blocks = [[g for g, ws in gates.items() if not ws & set(p)
                                and (g != "statement" or lx.PARTICLES & set(p))] for p in c.cues]
                     free = [sc if not b else -1.0 for sc, b in zip(scores, blocks, strict=True)]

@@ -5,8 +5,8 @@
 - the README's try-it run: `perceptd run --camera samples/images/cat.jpg --audio-file
   samples/audio/turn_on_the_kitchen_lights.wav --loop`, `perceptd tail event. command` and
   `perceptd send "switch the lamp on"` (the real CLI, a real daemon; only the config differs:
-  free ports, so that tests can run side by side): the cat is seen, the typed command becomes
-  lights_on, and the spoken one should too (xfail until the command matcher of issue 13 lands);
+  free ports, so that tests can run side by side): the cat is seen, and both the typed and the
+  spoken command become lights_on;
 - the README's event message validates against the shipped JSON Schema, its YAML event and the
   GPU guide's `runtime:` block are valid config, the /healthz example's fields and the alert
   rules' metrics exist on a live daemon, `perceptd keys generate DIR` writes what it says, and
@@ -187,11 +187,9 @@ def test_tryit_typed_command_turns_the_lights_on(tryit) -> None:
     tryit["read_until"](lambda ln: "lights_on START" in ln, 30)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 13: 'turn on the kitchen lights' is transcribed "
-                   "correctly but the command matcher scores it 0.73, under the spoken floor 0.8; "
-                   "the matcher rewrite of issue 13 makes it a command")
 def test_tryit_spoken_command_turns_the_lights_on(tryit) -> None:
-    """The WAV says "turn on the kitchen lights": its transcript must become lights_on."""
+    """The WAV says "turn on the kitchen lights": its transcript must become lights_on (it did not
+    before the command matcher of issue 13: similarity 0.73 under the spoken floor 0.8)."""
     from perceptd.daemon.control.client import subscribe
 
     daemon = tryit["daemon"]

@@ -37,12 +37,39 @@ from perceptd.daemon.fusion.space import MODALITIES, EventSpace
 from perceptd.daemon.samples.config import RetrainConfig
 from perceptd.daemon.samples.store import NONE_LABEL, SampleStore
 from perceptd.export.targets.fusion import INPUTS as HEAD_INPUTS
-from perceptd.models.fusion_head import FusionHead, load_fusion_head
+from perceptd.export.targets.fusion import ROW_INPUTS
+from perceptd.models.fusion_head import (
+    N_AUDIO_CLASSES,
+    N_VISION_CLASSES,
+    FusionHead,
+    load_fusion_head,
+)
 
 log = logging.getLogger(__name__)
 PARTIAL_SOURCES = {"command"}  # labels that say only "this is E", not "and nothing else"
-# the head's inputs besides x, mask and the trained calibration, in its argument order
-SPACE_FIELDS = tuple(n for n in HEAD_INPUTS if n not in ("x", "mask", "event_affine"))
+# the head's per-vocabulary inputs besides the trained calibration, in its argument order
+SPACE_FIELDS = tuple(n for n in HEAD_INPUTS if n not in (*ROW_INPUTS, "event_affine"))
+AUX_WIDTH = N_VISION_CLASSES + N_AUDIO_CLASSES  # + one command log-odds per event
+
+
+def pack_aux(vision_probs: np.ndarray | None, audio_probs: np.ndarray | None,
+             commands: dict[str, float], names: list[str]) -> np.ndarray:
+    """A sample's per-row head inputs besides x and mask, as one vector: the classifiers'
+    probabilities (zeros where not logged: the class path is then neutral) and the command
+    matcher's log-odds in event order."""
+    out = np.zeros(AUX_WIDTH + len(names), np.float32)
+    if vision_probs is not None and vision_probs.shape == (N_VISION_CLASSES,):
+        out[:N_VISION_CLASSES] = vision_probs
+    if audio_probs is not None and audio_probs.shape == (N_AUDIO_CLASSES,):
+        out[N_VISION_CLASSES:AUX_WIDTH] = audio_probs
+    for i, n in enumerate(names):
+        out[AUX_WIDTH + i] = float(commands.get(n, 0.0))
+    return out
+
+
+def unpack_aux(aux: Any) -> tuple[Any, Any, Any]:
+    """[N, AUX_WIDTH + E] (numpy or torch) -> probs_vision, probs_audio, text_evidence."""
+    return aux[:, :N_VISION_CLASSES], aux[:, N_VISION_CLASSES:AUX_WIDTH], aux[:, AUX_WIDTH:]
 
 
 # --------------------------------------------------------------------------- data
@@ -61,6 +88,7 @@ class LabelledSet:
     combos: list[str]  # modality combination per sample (slices)
     strata: list[str]  # positive labels joined (the split is stratified on this)
     times: list[int] = field(default_factory=list)  # wall clock ns when logged (the time-block split)
+    aux: np.ndarray | None = None  # [N, AUX_WIDTH + E] class probabilities + command log-odds
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -70,7 +98,14 @@ class LabelledSet:
         return LabelledSet([self.ids[i] for i in idx], self.x[idx], self.mask[idx], self.target[idx],
                            self.known[idx], [self.sources[i] for i in idx],
                            [self.combos[i] for i in idx], [self.strata[i] for i in idx],
-                           [self.times[i] for i in idx] if self.times else [])
+                           [self.times[i] for i in idx] if self.times else [],
+                           None if self.aux is None else self.aux[idx])
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The head's per-row inputs: x, mask, probs_vision, probs_audio, text_evidence."""
+        aux = self.aux if self.aux is not None else np.zeros(
+            (len(self.ids), AUX_WIDTH + self.target.shape[1]), np.float32)
+        return (self.x, self.mask, *unpack_aux(aux))
 
 
 @dataclass
@@ -79,6 +114,7 @@ class SampleData:
     unlabelled_x: np.ndarray  # [U,M,D]
     unlabelled_mask: np.ndarray  # [U,M]
     skipped: dict[str, int] = field(default_factory=dict)  # why samples were left out
+    unlabelled_aux: np.ndarray | None = None  # [U, AUX_WIDTH + E] (pack_aux)
 
 
 def _targets(labels: dict[str, int], label_sources: set[str], events: list[EventConfig]
@@ -111,6 +147,8 @@ def load_samples(store: SampleStore, events: list[EventConfig], encoder_fp: str,
     rows: list[tuple[Any, ...]] = []
     ux: list[np.ndarray] = []
     um: list[np.ndarray] = []
+    ua: list[np.ndarray] = []
+    order = [e.name for e in events]
     for info in store.list(newest_first=True):
         labelled = bool(info.labels)
         if info.encoder_fp != encoder_fp:
@@ -127,9 +165,11 @@ def load_samples(store: SampleStore, events: list[EventConfig], encoder_fp: str,
         if tuple(s.modality_names) != MODALITIES or not s.mask.any():
             skipped["no_modality"] = skipped.get("no_modality", 0) + 1
             continue
+        aux = pack_aux(s.vision_probs, s.audio_probs, s.commands, order)
         if not labelled:
             ux.append(s.x)
             um.append(s.mask)
+            ua.append(aux)
             continue
         labels = {k: v for k, v in s.labels.items() if k in names or k == NONE_LABEL}
         if not labels:
@@ -138,7 +178,7 @@ def load_samples(store: SampleStore, events: list[EventConfig], encoder_fp: str,
         target, known = _targets(labels, label_sources.get(s.id, set()), events)
         stratum = "+".join(sorted(k for k, v in labels.items() if v == 1 and k != NONE_LABEL)) or "none"
         rows.append((s.id, s.x, s.mask, target, known, sorted(set(s.sources.values())), s.combo, stratum,
-                     int(s.created_ns)))
+                     int(s.created_ns), aux))
     rows.sort(key=lambda r: r[0])
     d = 384
     e = len(events)
@@ -150,10 +190,12 @@ def load_samples(store: SampleStore, events: list[EventConfig], encoder_fp: str,
         known=np.stack([r[4] for r in rows]) if rows else np.zeros((0, e), bool),
         sources=[r[5] for r in rows], combos=[r[6] for r in rows], strata=[r[7] for r in rows],
         times=[r[8] for r in rows],
+        aux=np.stack([r[9] for r in rows]) if rows else np.zeros((0, AUX_WIDTH + e), np.float32),
     )
     unl_x = np.stack(ux) if ux else np.zeros((0, len(MODALITIES), d), np.float32)
     unl_m = np.stack(um) if um else np.zeros((0, len(MODALITIES)), np.float32)
-    return SampleData(lab, unl_x, unl_m, skipped)
+    unl_a = np.stack(ua) if ua else np.zeros((0, AUX_WIDTH + e), np.float32)
+    return SampleData(lab, unl_x, unl_m, skipped, unl_a)
 
 
 def split(data: LabelledSet, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,9 +238,15 @@ class Trainable(nn.Module):
         for k, v in space.items():
             self.register_buffer(k, torch.from_numpy(np.array(v, np.float32)), persistent=False)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        args = [self.affine if n == "event_affine" else getattr(self, n) for n in HEAD_INPUTS[2:]]
-        scores = self.head(x, mask, *args)[0]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, aux: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        if aux is None:
+            aux = torch.zeros((x.shape[0], AUX_WIDTH + self.allowed.shape[0]), dtype=x.dtype,
+                              device=x.device)
+        rows = dict(zip(ROW_INPUTS, (x, mask, *unpack_aux(aux)), strict=True))
+        args = [self.affine if n == "event_affine" else rows[n] if n in rows else getattr(self, n)
+                for n in HEAD_INPUTS]
+        scores = self.head(*args)[0]
         return scores, self.head.adapt(x)
 
 
@@ -231,6 +279,15 @@ class TrainInputs:
     affine: np.ndarray
     base_state: dict[str, np.ndarray] | None
     cfg: dict[str, Any]  # RetrainConfig fields used here
+    aux: np.ndarray | None = None  # [N, AUX_WIDTH + E] (pack_aux); None: zeros (neutral)
+    uaux: np.ndarray | None = None  # [U, AUX_WIDTH + E]
+
+    def __post_init__(self) -> None:
+        width = AUX_WIDTH + self.target.shape[1]
+        if self.aux is None:
+            self.aux = np.zeros((len(self.x), width), np.float32)
+        if self.uaux is None:
+            self.uaux = np.zeros((len(self.ux), width), np.float32)
 
 
 def _losses(inner: Trainable, batch: dict[str, torch.Tensor], counts: dict[str, float],
@@ -240,7 +297,8 @@ def _losses(inner: Trainable, batch: dict[str, torch.Tensor], counts: dict[str, 
     n_l = batch["x"].shape[0]
     x = torch.cat([batch["x"], batch["ux"]])
     mask = torch.cat([batch["mask"], batch["umask"]])
-    scores, a = inner(x, mask)
+    aux = torch.cat([batch["aux"], batch["uaux"]])
+    scores, a = inner(x, mask, aux)
     p = scores.clamp(1e-6, 1 - 1e-6)
     lab = p[:n_l]
     total = torch.zeros((), dtype=p.dtype, device=p.device)
@@ -305,9 +363,11 @@ def _precompute(inp: TrainInputs, inner: Trainable) -> dict[str, np.ndarray]:
     keep = n_pos == 0  # distil only events nobody is teaching: labels define the taught ones
     bce_w = np.where(pos, pos_w[None], 0.0) + np.where(neg, 1.0, 0.0)
     with torch.no_grad():
-        old_l = inner(torch.from_numpy(inp.x), torch.from_numpy(inp.mask))[0].numpy() if len(inp.x) \
+        old_l = inner(torch.from_numpy(inp.x), torch.from_numpy(inp.mask),
+                      torch.from_numpy(inp.aux))[0].numpy() if len(inp.x) \
             else np.zeros_like(inp.target)
-        old_u = inner(torch.from_numpy(inp.ux), torch.from_numpy(inp.umask))[0].numpy() if len(inp.ux) \
+        old_u = inner(torch.from_numpy(inp.ux), torch.from_numpy(inp.umask),
+                      torch.from_numpy(inp.uaux))[0].numpy() if len(inp.ux) \
             else np.zeros((0, inp.target.shape[1]), np.float32)
     return {
         "bce_w": bce_w.astype(np.float32), "nce_pos": pos.astype(np.float32),
@@ -392,7 +452,8 @@ def train(inp: TrainInputs, *, rank: int = 0, world: int = 1, progress: bool = T
     t = {k: torch.from_numpy(v).to(dev) for k, v in pre.items()}
     data = {"x": torch.from_numpy(inp.x).to(dev), "mask": torch.from_numpy(inp.mask).to(dev),
             "target": torch.from_numpy(inp.target).to(dev), "ux": torch.from_numpy(inp.ux).to(dev),
-            "umask": torch.from_numpy(inp.umask).to(dev)}
+            "umask": torch.from_numpy(inp.umask).to(dev), "aux": torch.from_numpy(inp.aux).to(dev),
+            "uaux": torch.from_numpy(inp.uaux).to(dev)}
     tau = torch.tensor(cfg["infonce_temperature"], device=dev)
     history: list[float] = []
     bar = _progress(cfg["epochs"], rank == 0 and progress)
@@ -409,6 +470,7 @@ def train(inp: TrainInputs, *, rank: int = 0, world: int = 1, progress: bool = T
             batch = {
                 "x": data["x"][mine_l], "mask": data["mask"][mine_l], "target": data["target"][mine_l],
                 "ux": data["ux"][mine_u], "umask": data["umask"][mine_u],
+                "aux": data["aux"][mine_l], "uaux": data["uaux"][mine_u],
                 "bce_w": t["bce_w"][mine_l], "nce_pos": t["nce_pos"][mine_l],
                 "old_l": t["old_l"][mine_l], "old_u": t["old_u"][mine_u],
                 "dist_l": t["dist_l"][mine_l], "dist_u": t["dist_u"][mine_u],

@@ -61,8 +61,8 @@ def _base_state(base: Bundle) -> dict[str, np.ndarray] | None:
     return finetune.load_state_npz(base.path / HEAD_STATE_FILE)
 
 
-def _parity(new: Bundle, res: finetune.TrainResult, space: dict[str, np.ndarray], x: np.ndarray,
-            mask: np.ndarray, ort_scores: np.ndarray) -> dict[str, Any]:
+def _parity(new: Bundle, res: finetune.TrainResult, space: dict[str, np.ndarray],
+            held: finetune.LabelledSet, ort_scores: np.ndarray) -> dict[str, Any]:
     """The export's own parity record, plus PyTorch vs ONNX on the real held-out samples."""
     import torch
 
@@ -71,19 +71,27 @@ def _parity(new: Bundle, res: finetune.TrainResult, space: dict[str, np.ndarray]
            for k, v in (entry.get("per_output") or {}).items()}
     head = finetune.initial_head({k: v.numpy() for k, v in res.state.items()}, 0).eval()
     with torch.no_grad():
-        ref = finetune.Trainable(head, res.affine, space)(torch.from_numpy(x), torch.from_numpy(mask))[0]
+        ref = finetune.Trainable(head, res.affine, space)(
+            torch.from_numpy(held.x), torch.from_numpy(held.mask), torch.from_numpy(_aux(held)))[0]
     out["heldout.scores"] = {"max_abs_diff": float(np.max(np.abs(ref.numpy() - ort_scores), initial=0.0)),
                              "tolerance": PROB_TOL}
     return out
 
 
+def _aux(ls: finetune.LabelledSet) -> np.ndarray:
+    if ls.aux is not None:
+        return ls.aux
+    return np.zeros((len(ls.ids), finetune.AUX_WIDTH + ls.target.shape[1]), np.float32)
+
+
 def _torch_scores(state: dict[str, np.ndarray] | None, affine: np.ndarray, space: dict[str, np.ndarray],
-                  x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+                  ls: finetune.LabelledSet) -> np.ndarray:
     import torch
 
     head = finetune.initial_head(state, 0).eval()
     with torch.no_grad():
-        return finetune.Trainable(head, affine, space)(torch.from_numpy(x), torch.from_numpy(mask))[0].numpy()
+        return finetune.Trainable(head, affine, space)(
+            torch.from_numpy(ls.x), torch.from_numpy(ls.mask), torch.from_numpy(_aux(ls)))[0].numpy()
 
 
 THRESHOLD_STEP = 1e-3  # scores closer than this are one value for the zero-shot threshold
@@ -113,8 +121,8 @@ def baselines(p: Prepared, thresholds: np.ndarray, runs: int) -> dict[str, dict[
     names = list(p.space_old.names)
     inp, tr, ho = p.inputs, p.train_set, p.held
     ones = np.tile(np.array([[1.0, 0.0]], np.float32), (len(names), 1))
-    zs_tr = _torch_scores(None, ones, inp.space, tr.x, tr.mask)
-    zs_ho = _torch_scores(None, ones, inp.space, ho.x, ho.mask)
+    zs_tr = _torch_scores(None, ones, inp.space, tr)
+    zs_ho = _torch_scores(None, ones, inp.space, ho)
     perm_scores = []
     for r in range(runs):
         rng = np.random.default_rng(10_007 * (inp.cfg["seed"] + 1) + r)
@@ -123,7 +131,7 @@ def baselines(p: Prepared, thresholds: np.ndarray, runs: int) -> dict[str, dict[
         res = finetune.train(dataclasses.replace(inp, target=inp.target[perm], known=inp.known[perm],
                                                  cfg=cfg), progress=False)
         perm_scores.append(_torch_scores({k: v.numpy() for k, v in res.state.items()}, res.affine,
-                                         inp.space, ho.x, ho.mask))
+                                         inp.space, ho))
     def step(v: np.ndarray) -> np.ndarray:
         return np.round(v / THRESHOLD_STEP) * THRESHOLD_STEP
 
@@ -228,7 +236,8 @@ def prepare(cfg: Config, *, epochs: int | None = None, lr: float | None = None,
     tcfg.update(shuffle_labels=shuffle_labels, device=device)
     inputs = finetune.TrainInputs(train_set.x, train_set.mask, train_set.target, train_set.known,
                                   data.unlabelled_x, data.unlabelled_mask, finetune.space_arrays(space_old),
-                                  np.asarray(space_old.affine, np.float32), _base_state(base), tcfg)
+                                  np.asarray(space_old.affine, np.float32), _base_state(base), tcfg,
+                                  aux=_aux(train_set), uaux=data.unlabelled_aux)
     return Prepared(base, data, train_set, held, text, space_old, inputs, sp, independence, judged,
                     waiting)
 
@@ -266,9 +275,10 @@ def retrain(cfg: Config, *, promote_ok: bool = False, nproc: int = 1, epochs: in
 
     old_fm, new_fm = FusionModel(base.model_path("fusion"), opts), FusionModel(new.model_path("fusion"), opts)
     space_new = compile_events(cfg.events, text.embed, new)
-    old_scores = old_fm.fuse(held.x, held.mask, space_old).scores
-    new_scores = new_fm.fuse(held.x, held.mask, space_new).scores
-    parity = _parity(new, res, space, held.x, held.mask, new_scores)
+    rows = held.rows()
+    old_scores = old_fm.fuse(*rows[:2], space_old, *rows[2:]).scores
+    new_scores = new_fm.fuse(*rows[:2], space_new, *rows[2:]).scores
+    parity = _parity(new, res, space, held, new_scores)
     latency = gate.latency_ms(lambda x, m: old_fm.fuse(x, m, space_old),
                               lambda x, m: new_fm.fuse(x, m, space_new), held.x, held.mask)
     latency["budget_ms"] = rc.gate.latency_budget_ms

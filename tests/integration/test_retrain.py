@@ -215,7 +215,8 @@ def test_nproc_2_matches_one_process(rig) -> None:
         head = finetune.initial_head({k: np.asarray(v) for k, v in state.items()}, 0).eval()
         with torch.no_grad():
             model = finetune.Trainable(head, affine, p.inputs.space)
-            return model(torch.from_numpy(p.held.x), torch.from_numpy(p.held.mask))[0].numpy()
+            return model(torch.from_numpy(p.held.x), torch.from_numpy(p.held.mask),
+                         torch.from_numpy(p.held.aux))[0].numpy()
 
     diff = np.abs(heldout_scores(parallel, affine_par)
                   - heldout_scores({k: v.numpy() for k, v in single.state.items()}, single.affine)).max()

@@ -37,10 +37,10 @@ def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(np.clip(lit, 0, 255).astype(np.uint8))
 
 
-def audio_windows(m: ModelSet, wav: Path) -> tuple[np.ndarray, np.ndarray, list]:
-    """Per 0.96 s window: shared-space vector, 1024-d embedding, top labels."""
+def audio_windows(m: ModelSet, wav: Path) -> tuple[np.ndarray, np.ndarray, list, np.ndarray]:
+    """Per 0.96 s window: shared-space vector, 1024-d embedding, top labels, probabilities."""
     out = m.audio.infer(m.audio.patches(load_audio(wav)))
-    return out.embed, out.embeddings, m.audio.top_k(out.scores, 3)
+    return out.embed, out.embeddings, m.audio.top_k(out.scores, 3), out.scores
 
 
 def make_samples(m: ModelSet, plan: dict[str, tuple[int, list[str]]], *, seed: int = 0,
@@ -65,27 +65,29 @@ def make_samples(m: ModelSet, plan: dict[str, tuple[int, list[str]]], *, seed: i
             x[0], mask[0] = vis.embed[i], 1.0
             tops = {"vision": [[lab, p] for lab, p in m.vision.top_k(vis.probs[i], 3)]}
             sources = {"vision": "cam_a" if i % 2 == 0 else "cam_b"}
-            ae = None
+            ae = ap = None
             sample_labels = dict.fromkeys(labels, 1)
             if wavs and i % 2 == 1:
-                w_stem, w_labels, emb, embeddings, wtops = wavs[k % len(wavs)]
+                w_stem, w_labels, emb, embeddings, wtops, wprobs = wavs[k % len(wavs)]
                 j = int(rng.integers(0, len(emb)))
                 x[2], mask[2] = emb[j], 1.0
                 ae = embeddings[j]
+                ap = wprobs[j]
                 tops["audio"] = [[lab, p] for lab, p in wtops[j]]
                 sources["audio"] = "mic0"
                 sample_labels.update(dict.fromkeys(w_labels, 1))
                 k += 1
             if not sample_labels:
                 sample_labels = {"none": 1}
-            scores = m.fusion.fuse(x[None], mask[None], m.space).scores[0]
+            scores = m.fusion.fuse(x[None], mask[None], m.space, vis.probs[i][None],
+                                   None if ap is None else ap[None]).scores[0]
             wall = time.time_ns() if wall_ns is None else int(wall_ns(stem, i))
             out.append(Sample(
                 id=new_sample_id(wall), created_ns=wall, t_capture_ns=time.monotonic_ns(),
                 trigger=trigger, event=None, score=None, model_version=m.version, encoder_fp=fp,
                 events=tuple(m.space.names), scores=scores, x=x, mask=mask, modality_names=MODALITIES,
                 sources=sources, t_modalities={}, tops=tops, vision_features=vis.features[i],
-                audio_embeddings=ae, labels=sample_labels,
+                audio_embeddings=ae, vision_probs=vis.probs[i], audio_probs=ap, labels=sample_labels,
             ))
     return out
 

@@ -153,6 +153,8 @@ def demo_main(args: argparse.Namespace) -> int:
         console.print("[bold]perceptd demo[/]: loading the bundle and starting the daemon ...")
         daemon = Daemon(cfg)
         daemon.start()
+        if daemon.ops.http is not None and daemon.ops.console is not None:
+            console.print(f"web console: [bold]{daemon.ops.http.endpoint}/[/] (open it in a browser)")
         view = View()
         stop = threading.Event()
         echo = None if console.is_terminal else _echo_events

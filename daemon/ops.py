@@ -46,6 +46,7 @@ class Operations:
         self.curve: Any = None
         self.mqtt: Any = None
         self.http: HttpServer | None = None
+        self.console: Any = None  # daemon/console: the web page at / of the HTTP port
         self.watchdog: Watchdog | None = None
         self.registry: Any = None
         self.last_scrape_s = 0.0
@@ -64,6 +65,8 @@ class Operations:
             self.latency.observe((topic_family(env.topic),), (env.t_publish_ns - env.t_capture_ns) / 1e9)
         if self.mqtt is not None:
             self.mqtt.offer(env.topic, body)
+        if self.console is not None:
+            self.console.feed.offer(env.topic, body)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -78,8 +81,18 @@ class Operations:
     def start_http(self) -> None:
         """/healthz and /metrics from the first moment of a start: 503 until the daemon runs."""
         if self.cfg.http.enabled and self.http is None:
-            self.http = HttpServer(self.cfg.http, {"/healthz": self._healthz, "/metrics": self._metrics,
-                                                   "/": self._index})
+            routes = {"/healthz": self._healthz, "/metrics": self._metrics, "/": self._index}
+            if self.cfg.console.enabled:
+                from perceptd.daemon.console.app import Console
+                from perceptd.daemon.console.config import check_console_auth
+                from perceptd.daemon.console.host import DaemonAdapter
+
+                check_console_auth(self.cfg.http.host, self.cfg.console)  # refuses to start
+                self.console = Console(self.cfg.console, DaemonAdapter(self.daemon))
+                del routes["/"]
+            self.http = HttpServer(self.cfg.http, routes,
+                                   app=self.console.wsgi if self.console else None,
+                                   authorize=self.console.authorized if self.console else None)
             self.http.start()
 
     def start_consumers(self) -> None:
@@ -117,6 +130,8 @@ class Operations:
     def stop(self) -> None:
         if self.mqtt is not None:
             self.mqtt.stop()
+        if self.console is not None:
+            self.console.stop()
         if self.http is not None:
             self.http.stop()
         if self.curve is not None:

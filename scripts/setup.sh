@@ -12,7 +12,7 @@ MODE=${1:-setup}; shift || true
 say() { printf '[setup] %s\n' "$*" >&2; }
 
 APT_PACKAGES=(libportaudio2 ffmpeg espeak-ng sox pulseaudio pulseaudio-utils libasound2-plugins
-              alsa-utils mosquitto mosquitto-clients systemd)
+              alsa-utils mosquitto mosquitto-clients systemd chromium)
 
 system_packages() {
   command -v dpkg-query >/dev/null || { say "no dpkg: install ${APT_PACKAGES[*]} yourself"; return; }

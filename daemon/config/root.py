@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from perceptd.daemon.config.events import EventConfig, check_unique_names
+from perceptd.daemon.console.config import ConsoleConfig
 from perceptd.daemon.control.server import ControlConfig
 from perceptd.daemon.health.http import HttpConfig
 from perceptd.daemon.pipeline.audio_stage import AudioStageConfig
@@ -114,6 +115,7 @@ class Config(_Section):
     control: ControlConfig = Field(default_factory=ControlConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)

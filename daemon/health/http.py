@@ -2,7 +2,10 @@
 
 Loopback by default; a wider bind needs `allow_insecure: true` (HTTP here has neither
 encryption nor authentication, and /metrics tells a lot about the device).  Routes are plain
-callables, so the server knows nothing about the daemon.
+callables, so the server knows nothing about the daemon.  Every other path and method goes to an
+optional WSGI application (the web console, daemon/console/), run by the stdlib's wsgiref
+handler on this same threaded server; an optional `authorize(headers, request target)` guards
+every path (401).
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
+from wsgiref.handlers import SimpleHandler
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -24,6 +29,8 @@ DEFAULT_PORT = 9460
 
 # a route: request headers -> (status, content type, body)
 Route = Callable[[dict[str, str]], tuple[int, str, bytes]]
+# a WSGI application (PEP 3333) for the paths no route answers
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def _is_loopback_host(host: str) -> bool:
@@ -69,6 +76,8 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 10  # a client that never finishes its request cannot hold a thread for long
     routes: dict[str, Route] = {}
+    app: WsgiApp | None = None
+    authorize: Callable[[dict[str, str], str], bool] | None = None
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
         self._serve(head=False)
@@ -76,15 +85,24 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802
         self._serve(head=True)
 
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve(head=False)
+
     def _serve(self, head: bool) -> None:
         path = urlsplit(self.path).path.rstrip("/") or "/"
-        route = self.routes.get(path)
-        if route is None:
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        route = self.routes.get(path) if self.command in ("GET", "HEAD") else None
+        if self.authorize is not None and not type(self).authorize(headers, self.path):
+            status, ctype, body = json_body(401, {"error": "authentication required"})
+        elif route is None and self.app is not None:
+            self._wsgi()
+            return
+        elif route is None:
             status, ctype, body = json_body(404, {"error": f"no such path {path}",
                                                   "paths": sorted(self.routes)})
         else:
             try:
-                status, ctype, body = route({k.lower(): v for k, v in self.headers.items()})
+                status, ctype, body = route(headers)
             except Exception as exc:  # noqa: BLE001 - one bad scrape must not kill the server
                 log.exception("event=http_route_failed path=%s", path)
                 status, ctype, body = json_body(500, {"error": f"{type(exc).__name__}: {exc}"})
@@ -92,9 +110,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="perceptd"')
         self.end_headers()
         if not head:
             self.wfile.write(body)
+
+    def _wsgi(self) -> None:
+        """Hand the request to the WSGI app; the response streams (Server-Sent Events)."""
+        url = urlsplit(self.path)
+        host, port = self.server.server_address[:2]
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": self.command, "SCRIPT_NAME": "",
+            "PATH_INFO": unquote(url.path, "latin-1"), "QUERY_STRING": url.query,
+            "SERVER_NAME": str(host), "SERVER_PORT": str(port),
+            "SERVER_PROTOCOL": self.request_version, "REMOTE_ADDR": self.client_address[0],
+            "CONTENT_TYPE": self.headers.get("content-type", ""),
+            "CONTENT_LENGTH": self.headers.get("content-length", ""),
+        }
+        for k, v in self.headers.items():
+            key = "HTTP_" + k.upper().replace("-", "_")
+            if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                environ[key] = v
+        handler = SimpleHandler(self.rfile, self.wfile, sys.stderr, environ, multithread=True,
+                                multiprocess=False)
+        handler.os_environ = {}  # the process environment is none of a request's business
+        handler.server_software = self.server_version
+        handler.http_version = "1.0"
+        handler.run(type(self).app)
+        self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("event=http_request peer=%s %s", self.client_address[0], format % args)
@@ -103,14 +147,19 @@ class _Handler(BaseHTTPRequestHandler):
 class HttpServer:
     """ThreadingHTTPServer in its own thread; bind errors raise in start()."""
 
-    def __init__(self, cfg: HttpConfig, routes: dict[str, Route]) -> None:
+    def __init__(self, cfg: HttpConfig, routes: dict[str, Route], app: WsgiApp | None = None,
+                 authorize: Callable[[dict[str, str], str], bool] | None = None) -> None:
         self.cfg = cfg
         self.routes = dict(routes)
+        self.app = app
+        self.authorize = authorize
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        handler = type("PerceptdHandler", (_Handler,), {"routes": self.routes})
+        handler = type("PerceptdHandler", (_Handler,), {
+            "routes": self.routes, "app": staticmethod(self.app) if self.app else None,
+            "authorize": staticmethod(self.authorize) if self.authorize else None})
         try:
             srv = ThreadingHTTPServer((self.cfg.host.strip("[]"), self.cfg.port), handler)
         except OSError as exc:

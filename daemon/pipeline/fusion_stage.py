@@ -105,6 +105,7 @@ class FusionStage:
         self._thread: threading.Thread | None = None
         self.heartbeat_ns = 0
         self.timings = ModelTimings()  # fusion head time per provider, for /metrics
+        self._latest_rows: tuple[Row, ...] = ()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fusion", daemon=True)
@@ -115,6 +116,11 @@ class FusionStage:
             return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def latest_rows(self) -> tuple[Row, ...]:
+        """The rows of the newest evaluation at the widest fusion window: what the daemon sees
+        now, per camera.  Any thread may call it (a reference read; rows are immutable)."""
+        return self._latest_rows
 
     def _run(self) -> None:
         last_eval = 0.0
@@ -153,6 +159,7 @@ class FusionStage:
             t_inf = time.perf_counter()
             per_window[w] = (rows, models.fusion.fuse(x, mask, models.space, pv, pa, te))
             self.timings.observe("fusion", models, time.perf_counter() - t_inf)
+        self._latest_rows = tuple(per_window[self._windows[-1]][0])
         names = models.space.names
         best: dict[str, tuple[float, Explanation]] = {}
         fused: dict[str, FusedRow] = {}

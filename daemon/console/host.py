@@ -1,0 +1,96 @@
+"""What the console reads from the daemon: a typed Protocol, and the adapter over a Daemon.
+
+The console is a client of the same interfaces as /metrics and the control socket (status,
+the rate meters and latency histograms, the sample logger's label call) plus the fusion
+stage's `latest_rows()`; it never holds a lock of the pipeline nor waits for a stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from perceptd.daemon.fusion.timeline import Row
+
+
+class DaemonView(Protocol):
+    def ready(self) -> bool: ...
+    def status(self) -> dict[str, Any]: ...
+    def live(self) -> dict[str, Any]: ...
+    def models(self) -> Any: ...
+    def latest_rows(self) -> Sequence[Row]: ...
+    def event_names(self) -> list[str]: ...
+    def samples(self, limit: int, trigger: str | None, event: str | None) -> list[dict[str, Any]]: ...
+    def label(self, sample_id: str, event: str) -> None: ...
+
+
+class LabelRefused(Exception):
+    pass
+
+
+def _q(snap: Any, q: float) -> float | None:
+    v = snap.quantile(q)
+    return None if v is None else round(v * 1e3, 1)
+
+
+class DaemonAdapter:
+    """A DaemonView over the real Daemon (built lazily: the HTTP port opens before the pipeline)."""
+
+    def __init__(self, daemon: Any) -> None:
+        self._d = daemon
+
+    def ready(self) -> bool:
+        return bool(self._d.ops.ready)
+
+    def status(self) -> dict[str, Any]:
+        return self._d.status()
+
+    def live(self) -> dict[str, Any]:
+        """The Live view's numbers: sources, stages (fps), queues, capture->publish p50/p99."""
+        st = self._d.status()
+        rates = self._d.ops.rates
+        lat = self._d.ops.latency.snapshots()
+        return {
+            "state": st["state"], "model_version": st["model_version"], "uptime_s": st["uptime_s"],
+            "sources": {k: {"kind": v["kind"], "state": v["state"], "reconnects": v["reconnects"],
+                            "captured": v["captured"], "last_error": v["last_error"]}
+                        for k, v in st["sources"].items()},
+            "stages": {**{k: {"fps": round(rates.get(f"stage.{k}"), 1), "items": v["items"],
+                              "errors": v["errors"]} for k, v in st["stages"].items()},
+                       "fusion": {"fps": round(rates.get("stage.fusion"), 1),
+                                  "items": st["fusion"]["evaluations"], "errors": 0}},
+            "queues": {k: {"depth": v["depth"], "maxsize": v["maxsize"], "dropped": v["dropped"]}
+                       for k, v in st["queues"].items()},
+            "latency_ms": {k[0]: {"p50": _q(s, 0.5), "p99": _q(s, 0.99), "count": s.count}
+                           for k, s in sorted(lat.items())},
+            "speech": st["speech"], "errors": st["errors"],
+        }
+
+    def models(self) -> Any:
+        return self._d.current_models()
+
+    def latest_rows(self) -> Sequence[Row]:
+        return self._d.fusion.latest_rows()
+
+    def event_names(self) -> list[str]:
+        return [e.name for e in self._d.cfg.events]
+
+    def samples(self, limit: int, trigger: str | None, event: str | None) -> list[dict[str, Any]]:
+        store = self._d.samples.store
+        if store is None:
+            return []
+        infos = store.list(trigger=trigger, limit=None if event else limit, newest_first=True)
+        if event:
+            infos = [i for i in infos if i.event == event or i.labels.get(event)][:limit]
+        return [i.to_json() for i in infos]
+
+    def label(self, sample_id: str, event: str) -> None:
+        from perceptd.daemon.samples.logger import LabelError
+
+        logger = self._d.samples
+        if not logger.known_label(event):
+            raise LabelRefused(f"unknown event {event!r} (not in the configuration)")
+        try:
+            logger.label(sample_id, event, source="console")
+        except LabelError as exc:
+            raise LabelRefused(str(exc)) from None

@@ -1,0 +1,235 @@
+// perceptd console: one page, no build step, no third-party code.  Live numbers and messages
+// arrive over Server-Sent Events (/api/stream); state-changing calls are POSTs with the CSRF
+// token the daemon rendered into the page.
+"use strict";
+const CSRF = document.querySelector('meta[name="csrf-token"]').content;
+const TL_MIN = parseInt(document.querySelector('meta[name="timeline-minutes"]').content, 10) || 30;
+const $ = (sel) => document.querySelector(sel);
+const MAX_MSGS = 2000;
+const msgs = [];            // recent published event/command/speech messages (parsed)
+const active = new Map();   // event name -> its last start/update message
+let eventNames = [];
+
+function el(tag, attrs = {}, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  return e;
+}
+const fmt = (v, d = 2) => (v === null || v === undefined) ? "-" : Number(v).toFixed(d);
+function rows(table, head, data) {
+  table.replaceChildren(el("tr", {}, ...head.map((h) => el("th", {}, h))),
+    ...data.map((r) => el("tr", {}, ...r.map((c) => c instanceof Node ? el("td", {}, c) : el("td", {}, c)))));
+}
+async function post(url, body) {
+  const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json",
+    "X-CSRF-Token": CSRF}, body: JSON.stringify(body), credentials: "same-origin"});
+  return [r.status, await r.json()];
+}
+
+// ---------------------------------------------------------------- views
+for (const b of document.querySelectorAll("nav button")) {
+  b.addEventListener("click", () => show(b.dataset.view));
+}
+function show(view) {
+  for (const b of document.querySelectorAll("nav button")) b.classList.toggle("active", b.dataset.view === view);
+  for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== "view-" + view;
+  if (view === "timeline") drawTimeline();
+  if (view === "samples") loadSamples();
+  if (view === "health") loadHealth();
+}
+
+// ---------------------------------------------------------------- live
+function weights(mods) {
+  const out = el("span");
+  for (const [name, m] of Object.entries(mods || {})) {
+    const top = (m.top || []).slice(0, 2).map(([l, p]) => `${l} ${fmt(p)}`).join(", ");
+    out.append(el("span", {class: "w", title: `modality score ${fmt(m.score)}`},
+      el("span", {class: "bar", style: `width:${Math.round(60 * m.weight)}px`}),
+      `${name} ${fmt(m.weight)}`, top ? ` (${top})` : ""));
+  }
+  return out;
+}
+function describe(m) {
+  if (m.topic.startsWith("event.")) return `${m.event} ${m.phase} ${fmt(m.score)}`;
+  if (m.topic === "command") return `command "${m.text}" -> ${m.accepted ? m.event : "no event"}`;
+  if (m.topic === "speech") return m.text === null || m.text === undefined ? "speech segment" : `heard "${m.text}"`;
+  return m.topic;
+}
+function addMessage(m) {
+  msgs.push(m);
+  if (msgs.length > MAX_MSGS) msgs.shift();
+  if (m.topic.startsWith("event.")) {
+    if (m.phase === "end") active.delete(m.event); else active.set(m.event, m);
+    drawActive();
+  }
+  const li = el("li", {class: "msg", "data-topic": m.topic, onclick: () => showDetail(m)},
+    el("span", {class: "muted"}, m.wall_time.slice(11, 19) + " "), describe(m), " ",
+    m.topic.startsWith("event.") ? weights(m.modalities) : "");
+  const list = $("#events");
+  list.prepend(li);
+  while (list.children.length > 200) list.lastChild.remove();
+  if (!$("#view-timeline").hidden) drawTimeline();
+}
+function drawActive() {
+  const box = $("#active");
+  if (!active.size) { box.replaceChildren(el("p", {class: "muted"}, "none")); return; }
+  box.replaceChildren(...[...active.values()].map((m) => el("div", {class: "ev", "data-event": m.event},
+    el("strong", {}, m.event), el("span", {}, fmt(m.score)), weights(m.modalities))));
+}
+function drawLive(s) {
+  $("#model").textContent = s.model_version ? `model ${s.model_version} · ${s.state}` : s.state;
+  if (!s.sources) return;
+  rows($("#sources"), ["source", "kind", "state", "frames", "reconnects"],
+    Object.entries(s.sources).map(([k, v]) => [k, v.kind,
+      el("span", {class: "state-" + v.state}, v.state), v.captured, v.reconnects]));
+  rows($("#stages"), ["stage", "fps", "items", "errors"],
+    Object.entries(s.stages).map(([k, v]) => [k, fmt(v.fps, 1), v.items, v.errors]));
+  rows($("#queues"), ["queue", "depth", "dropped"],
+    Object.entries(s.queues).map(([k, v]) => [k, `${v.depth}/${v.maxsize}`, v.dropped]));
+  rows($("#latency"), ["topic", "p50 ms", "p99 ms", "n"],
+    Object.entries(s.latency_ms).map(([k, v]) => [k, v.p50 ?? "-", v.p99 ?? "-", v.count]));
+  const parts = [];
+  for (const t of ["vision", "audio"]) {
+    const m = (s.latest || {})[t];
+    if (m && m.top) parts.push(`${t}: ` + m.top.slice(0, 3).map(([l, p]) => `${l} ${fmt(p)}`).join(", "));
+  }
+  $("#seeing").textContent = parts.join(" · ");
+}
+
+function connect(after) {
+  const src = new EventSource("/api/stream?after=" + (after || 0));
+  src.onopen = () => { $("#conn").textContent = "live"; $("#conn").className = "badge ok"; };
+  src.onerror = () => { $("#conn").textContent = "reconnecting"; $("#conn").className = "badge"; };
+  src.addEventListener("live", (e) => drawLive(JSON.parse(e.data)));
+  src.addEventListener("msg", (e) => addMessage(JSON.parse(e.data)));
+}
+
+// ---------------------------------------------------------------- timeline
+function drawTimeline() {
+  const now = Date.now(), span = TL_MIN * 60e3, t0 = now - span;
+  $("#tl-span").textContent = `last ${TL_MIN} min`;
+  const bars = new Map();  // event -> [{start, end, msg}]
+  const marks = [];
+  for (const m of msgs) {
+    const t = Date.parse(m.wall_time);
+    if (m.topic.startsWith("event.")) {
+      const list = bars.get(m.event) || []; bars.set(m.event, list);
+      const open = list.length && list[list.length - 1].end === null ? list[list.length - 1] : null;
+      if (m.phase === "start" || !open) list.push({start: t, end: m.phase === "end" ? t : null, msg: m});
+      else if (m.phase === "end") open.end = t;
+    } else if (m.topic === "command" || (m.topic === "speech" && m.text)) marks.push({t, m});
+  }
+  const pct = (t) => `${Math.max(0, Math.min(100, 100 * (t - t0) / span))}%`;
+  const out = [];
+  for (const [name, list] of [...bars.entries()].sort()) {
+    const track = el("div", {class: "tl-track"});
+    for (const b of list) {
+      const end = b.end ?? now;
+      if (end < t0) continue;
+      track.append(el("div", {class: "tl-bar", "data-event": name, title: describe(b.msg),
+        style: `left:${pct(b.start)};width:calc(${pct(end)} - ${pct(b.start)})`,
+        onclick: () => showDetail(b.msg)}));
+    }
+    out.push(el("div", {class: "tl-row"}, el("span", {}, name), track));
+  }
+  const mtrack = el("div", {class: "tl-track"});
+  for (const {t, m} of marks) if (t >= t0) mtrack.append(el("div", {class: "tl-mark", title: describe(m),
+    style: `left:${pct(t)}`, onclick: () => showDetail(m)}));
+  out.push(el("div", {class: "tl-row"}, el("span", {class: "muted"}, "commands / speech"), mtrack));
+  $("#timeline").replaceChildren(...out);
+}
+function showDetail(m) {
+  show("timeline");
+  const body = [el("p", {}, el("strong", {}, describe(m)), el("span", {class: "muted"},
+    `  ${m.wall_time} · model ${m.model_version} · seq ${m.seq}` + (m.sample_id ? ` · sample ${m.sample_id}` : "")))];
+  if (m.modalities) {
+    const t = el("table");
+    rows(t, ["modality", "weight", "score", "top labels"], Object.entries(m.modalities).map(([k, v]) =>
+      [k, fmt(v.weight), fmt(v.score), (v.top || []).map(([l, p]) => `${l} ${fmt(p)}`).join(", ")]));
+    body.push(t);
+  }
+  $("#detail-body").replaceChildren(...body);
+  $("#detail").hidden = false;
+}
+
+// ---------------------------------------------------------------- samples
+async function loadSamples() {
+  const q = new URLSearchParams({limit: "100"});
+  if ($("#f-trigger").value) q.set("trigger", $("#f-trigger").value);
+  if ($("#f-event").value) q.set("event", $("#f-event").value);
+  const r = await fetch("/api/samples?" + q, {credentials: "same-origin"});
+  const data = await r.json();
+  if (!data.ok) { $("#s-msg").textContent = data.error; return; }
+  if (!eventNames.length) {
+    eventNames = data.events;
+    for (const sel of [$("#f-event"), $("#bulk-event")]) {
+      for (const n of eventNames) if (sel.id !== "f-event" || n !== "none") sel.append(el("option", {}, n));
+    }
+  }
+  const counts = {};
+  for (const s of data.samples) for (const [e, v] of Object.entries(s.labels)) if (v) counts[e] = (counts[e] || 0) + 1;
+  $("#s-counts").textContent = `${data.samples.length} samples · labelled: ` +
+    (Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(", ") || "none");
+  rows($("#samples"), ["", "created", "trigger", "event", "score", "modalities", "labels", "label as"],
+    data.samples.map((s) => [
+      el("input", {type: "checkbox", class: "pick", value: s.id}),
+      s.created, s.trigger, s.event ?? "-", fmt(s.score), s.modalities,
+      el("span", {class: "labelled", "data-sample": s.id},
+        Object.entries(s.labels).map(([e, v]) => v ? e : "-" + e).join(", ") || "-"),
+      el("span", {}, ...eventNames.map((n) => el("button", {class: "lab", "data-sample": s.id, "data-event": n,
+        onclick: () => label([s.id], n)}, n)))]));
+}
+async function label(ids, event) {
+  const [status, data] = await post("/api/samples/label", {ids, event});
+  $("#s-msg").textContent = data.ok ? `labelled ${data.labelled.length} as ${event}` : `refused (${status}): ${data.error || JSON.stringify(data.errors)}`;
+  await loadSamples();
+}
+$("#s-refresh").addEventListener("click", loadSamples);
+$("#f-trigger").addEventListener("change", loadSamples);
+$("#f-event").addEventListener("change", loadSamples);
+$("#bulk-apply").addEventListener("click", () => {
+  const ids = [...document.querySelectorAll("input.pick:checked")].map((i) => i.value);
+  if (ids.length) label(ids, $("#bulk-event").value);
+});
+
+// ---------------------------------------------------------------- teach
+$("#try-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = $("#try-text").value.trim();
+  if (!text) return;
+  $("#try-result").textContent = "scoring ...";
+  const [status, r] = await post("/api/try", {text});
+  if (!r.ok) { $("#try-result").textContent = `refused (${status}): ${r.error}`; return; }
+  if (r.score === null) { $("#try-result").textContent = r.detail; return; }
+  const t = el("table");
+  rows(t, ["modality", "weight", "score", "cosine", "top labels"], Object.entries(r.modalities).map(([k, v]) =>
+    [k, fmt(v.weight), fmt(v.score), fmt(v.cosine), v.top.map(([l, p]) => `${l} ${fmt(p)}`).join(", ")]));
+  $("#try-result").replaceChildren(el("p", {}, el("span", {class: "score", id: "try-score"}, fmt(r.score, 3)),
+    el("span", {class: "muted"}, `  ${r.fires ? "would fire" : "would not fire"} at threshold ${r.threshold_on}` +
+      (r.camera ? ` · ${r.camera}` : "") + ` · model ${r.model_version}`)), t);
+});
+
+// ---------------------------------------------------------------- health
+async function loadHealth() {
+  const r = await fetch("/api/status", {credentials: "same-origin"});
+  const s = await r.json();
+  $("#health-json").textContent = JSON.stringify(s, null, 2);
+  if (!s.ok) return;
+  const h = s.health || {};
+  rows($("#health-summary"), ["", ""], [
+    ["state", s.state], ["healthy", String(h.healthy)], ["problems", (h.problems || []).join("; ") || "none"],
+    ["warnings", (h.warnings || []).join("; ") || "none"], ["model", s.model_version],
+    ["uptime", `${fmt(s.uptime_s, 0)} s`], ["published", s.published], ["summary", s.summary],
+    ["errors", (s.errors || []).join("; ") || "none"]]);
+}
+$("#h-refresh").addEventListener("click", loadHealth);
+
+// ---------------------------------------------------------------- start
+fetch("/api/recent", {credentials: "same-origin"}).then((r) => r.json()).then((data) => {
+  for (const m of data.items) addMessage(m);
+  connect(data.after);
+}).catch(() => connect(0));

@@ -361,7 +361,16 @@ def evaluate(config_path: Path, limit_background_s: float | None = None) -> dict
         "prompt_only": evaluate_prompt_only(m, cfg, clips),
         "background": evaluate_background(m, cfg, background),
         "fusion_tick": fusion_tick_cost(m),
+        "commands_typed": _typed_commands(cfg, m),
     }
+
+
+def _typed_commands(cfg, m) -> dict[str, Any]:
+    """The command corpus typed (bench/command_corpus.py), judged by the same matcher; the
+    spoken figures take minutes: `perceptd bench --commands`."""
+    from perceptd.bench.commands import typed
+
+    return {half: typed(cfg, m.text, half)["summary"] for half in ("dev", "heldout")}
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
@@ -407,6 +416,11 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
     bg = data["background"]
     lines.append(f"background {bg['seconds'] / 60:.1f} min: {bg['false_fires']} false fires "
                  f"({bg['false_fires_per_hour']}/h) {bg['false_fires_by_event']}")
+    for half, summ in data.get("commands_typed", {}).items():
+        parts = [f"{k} recall {v['recall']}" if "recall" in v else
+                 f"{k} false accepts {v['accepted']}/{v['n']}"
+                 for k, v in summ.items() if k != "confusion"]
+        lines.append(f"commands typed ({half}): " + ", ".join(parts))
     ft = data["fusion_tick"]
     lines.append(f"fusion tick ({ft['events']} events): p50 {ft['p50_ms']:.3f} ms, "
                  f"p99 {ft['p99_ms']:.3f} ms")

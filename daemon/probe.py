@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from perceptd.daemon.bundle import resolve_bundle, verify_bundle
-from perceptd.daemon.config import Config, load_config
 from perceptd.daemon.commands.evidence import command_logodds
+from perceptd.daemon.config import Config, load_config
 from perceptd.daemon.fusion.space import MODALITIES, top_prompts
 from perceptd.daemon.inference.models import ModelSet, load_models
 from perceptd.daemon.inference.session import SessionOptions

@@ -109,12 +109,18 @@ def bench_main(args: argparse.Namespace) -> int:
 
         commands_main(Path(args.config), args.json_out, spoken_n=args.commands_spoken)
         ran = True
+    if getattr(args, "accuracy", False):
+        from perceptd.bench.accuracy import main as accuracy_main
+
+        accuracy_main(Path(args.config), args.json_out)
+        ran = True
     if getattr(args, "robustness", False):
         from perceptd.bench.robustness import main as robustness_main
 
         robustness_main(Path(args.config), args.json_out)
         ran = True
     if not ran:
-        raise UserError("choose a benchmark: --models, --pipeline, --all, --zeroshot, --asr, --commands, "
+        raise UserError("choose a benchmark: --models, --pipeline, --all, --accuracy, --zeroshot, --asr, "
+                        "--commands, "
                         "--robustness")
     return 0

@@ -379,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks (JSON + plot)")
     _add_config(p)
     p.add_argument("--models", action="store_true", help="per-model ORT vs PyTorch latency")
+    p.add_argument("--accuracy", action="store_true",
+                   help="events on real media: per-event precision/recall, confusions, false fires "
+                        "per hour of background, prompt-only sound events, fusion tick cost")
     p.add_argument("--zeroshot", action="store_true", help="zero-shot quality of the vocabulary")
     p.add_argument("--asr", action="store_true",
                    help="spoken commands: accuracy, false accepts, latency, recognizer CPU share")

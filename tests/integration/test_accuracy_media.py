@@ -109,14 +109,12 @@ def test_prompt_only_sound_events(media, tmp_path, default_config, bundle) -> No
     own event and not the confusable one."""
     cfg_text = (REPO / "config.yaml").read_text(encoding="utf-8")
     head, _, _ = cfg_text.partition("\nevents:")
-    events = """
-events:
-  - {name: cow_mooing, prompts: ["a cow mooing"], modalities: [audio], threshold_on: 0.7, threshold_off: 0.5}
-  - {name: horse_neighing, prompts: ["a horse neighing"], modalities: [audio], threshold_on: 0.7, threshold_off: 0.5}
-  - {name: duck_quacking, prompts: ["a duck quacking"], modalities: [audio], threshold_on: 0.7, threshold_off: 0.5}
-  - {name: rooster_crowing, prompts: ["a rooster crowing"], modalities: [audio], threshold_on: 0.7, threshold_off: 0.5}
-  - {name: sheep_bleating, prompts: ["a sheep bleating"], modalities: [audio], threshold_on: 0.7, threshold_off: 0.5}
-"""
+    sounds = {"cow_mooing": "a cow mooing", "horse_neighing": "a horse neighing",
+              "duck_quacking": "a duck quacking", "rooster_crowing": "a rooster crowing",
+              "sheep_bleating": "a sheep bleating"}
+    events = "\nevents:\n" + "".join(
+        f'  - {{name: {n}, prompts: ["{p}"], modalities: [audio], threshold_on: 0.7, '
+        f'threshold_off: 0.5}}\n' for n, p in sounds.items())
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(head.replace("dir: bundle\n", f"dir: {REPO / 'bundle'}\n") + events,
                         encoding="utf-8")

@@ -251,12 +251,14 @@ def evaluate_prompt_only(m, cfg, clips: list[Clip]) -> dict[str, Any]:
         best = m.fusion.fuse(x, mask, space, None, c.probs).scores.max(0)
         fired = [e.name for i, e in enumerate(evs) if best[i] >= e.threshold_on]
         cases.append({"file": c.path.name, "label": c.label, "fired": fired,
-                      "right": fired == [f"heard_{c.label}"]})
+                      "want": f"heard_{c.label}", "right": fired == [f"heard_{c.label}"]})
     own = {k: {"clips": sum(1 for c in cases if c["label"] == k),
                "right": sum(1 for c in cases if c["label"] == k and c["right"])} for k in classes}
     right = sum(c["right"] for c in cases)
     return {"classes": len(classes), "clips": len(cases), "right": right,
             "fraction_right": round(right / max(1, len(cases)), 4), "per_class": own,
+            "events": per_event(cases, [e.name for e in evs]),
+            "confusion": confusion(cases, [e.name for e in evs]),
             "classes_declared": {f"heard_{k}": PROMPT_ONLY[k] for k in classes},
             "relevant_classes": {evs[i].name: list(space.class_names[i].get("audio", ()))
                                  for i in range(len(evs))}, "cases": cases}
@@ -379,8 +381,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(16, 7), gridspec_kw={"width_ratios": [3, 2]})
-    for ax, key in zip(axes, ("sounds", "images"), strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(24, 8), gridspec_kw={"width_ratios": [3, 2, 4]})
+    for ax, key in zip(axes, ("sounds", "images", "prompt_only"), strict=True):
         cm = data[key]["confusion"]
         mat = np.array(cm["counts"], float)
         norm = mat / np.maximum(1, np.array([cm["clips"][r] for r in cm["rows"]], float))[:, None]
@@ -393,7 +395,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
                 if mat[i, j]:
                     ax.text(j, i, int(mat[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if norm[i, j] > 0.5 else "black")
-        ax.set_title(f"{key}: true class (clips) x events fired")
+        ax.set_title(f"{key.replace('_', '-')}: true class (clips) x events fired")
     fig.suptitle(f"perceptd accuracy on real media, bundle {data['model_version']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -411,6 +413,9 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
     lines.append("fused pairs: " + ", ".join(f"{k} {v['right']}/{v['cases']} right"
                                              for k, v in pk.items()))
     po = data["prompt_only"]
+    mp = np.mean([v["precision"] for v in po["events"].values()])
+    mr = np.mean([v["recall"] for v in po["events"].values()])
+    lines.append(f"prompt-only events: macro precision {mp:.2f}, macro recall {mr:.2f}")
     lines.append(f"prompt-only sound events: {po['right']}/{po['clips']} clips fire their own event "
                  f"and no other ({po['fraction_right']:.2f}, {po['classes']} classes)")
     bg = data["background"]

@@ -175,13 +175,28 @@ class Prepared:
     waiting: list[int]  # taught events without: their labels are held back from training
 
 
+def _usable(cfg: Config, mask: np.ndarray) -> np.ndarray:
+    """[N,E]: the event can be scored on the sample (one of its modalities present, and the
+    required ones); a label on a sample the event cannot see teaches it nothing."""
+    from perceptd.daemon.fusion.space import MODALITIES
+
+    allowed = np.array([[m in e.modalities for m in MODALITIES] for e in cfg.events], bool)
+    required = np.array([[m in e.effective_required for m in MODALITIES] for e in cfg.events], bool)
+    present = mask > 0
+    some = (present[:, None, :] & allowed[None]).any(-1)
+    needed = (~required[None] | present[:, None, :]).all(-1)
+    return some & needed
+
+
 def _independent(cfg: Config, lab: finetune.LabelledSet, sp: blocks.BlockSplit
                  ) -> tuple[dict[str, dict[str, Any]], list[int], list[int]]:
     """Per taught event (labelled positives): enough effective held-out blocks of positives and
     of negatives to judge it?  None judged while some are taught: not enough independent data."""
     names = [e.name for e in cfg.events]
     need = cfg.samples.retrain.split.min_blocks
-    taught = [e for e in range(len(names)) if ((lab.target[:, e] > 0) & lab.known[:, e]).any()]
+    usable = _usable(cfg, lab.mask)
+    taught = [e for e in range(len(names))
+              if ((lab.target[:, e] > 0) & lab.known[:, e] & usable[:, e]).any()]
     ind = blocks.independence(sp.block_of, lab.target, lab.known, sp.held, names, taught)
     judged = [e for e in taught
               if ind[names[e]]["effective_pos"] >= need and ind[names[e]]["effective_neg"] >= need]

@@ -61,7 +61,7 @@ eval_media() {
 
 model_bundle() {
   local stamp="bundle/.source-hash" want
-  want=$(cat pyproject.toml models/*.py export/*.py export/targets/*.py config.yaml \
+  want=$(cat pyproject.toml models/*.py models/data/*.json export/*.py export/targets/*.py config.yaml \
          daemon/inference/*.py | sha256sum | cut -c1-16)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -e bundle/current/manifest.json ]; then
     say "model bundle: up to date ($(readlink bundle/current))"; return

@@ -483,6 +483,7 @@ class Daemon:
                 self.report_error(f"bundle {bundle.version} refused at load: {error}", key="bundle")
                 return
             t_swap = time.monotonic_ns()
+            assert self.models is not None  # a swap follows a start
             old_version = self.models.swap(new).version  # the old ModelSet is not kept
             self.swaps += 1
             self.last_swap = {"from": old_version, "to": new.version, "t_ns": t_swap,

@@ -42,9 +42,10 @@ def _free_port() -> int:
 
 def make_video(out: Path, seconds_per_photo: float = 5.0, fps: int = 15) -> Path:
     """A 640x480 MP4 showing each sample photo in turn (OpenCV's bundled FFmpeg encodes)."""
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 480))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 480))  # pyright: ignore[reportAttributeAccessIssue]
     for name in PHOTOS:
         img = cv2.imread(str(SAMPLES / "images" / name))
+        assert img is not None, name  # the sample photos ship with the repository
         frame = cv2.resize(img, (640, 480), interpolation=cv2.INTER_AREA)
         for _ in range(int(seconds_per_photo * fps)):
             writer.write(frame)

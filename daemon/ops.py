@@ -152,7 +152,7 @@ class Operations:
         except Exception as exc:  # noqa: BLE001 - a status line must never raise
             return f"status unavailable: {exc}"
 
-    def endpoints(self) -> dict[str, str | None]:
+    def endpoints(self) -> dict[str, str | bool | None]:
         return {"http_endpoint": self.http.endpoint if self.http else None,
                 "curve": self.curve is not None,
                 "mqtt_connected": self.mqtt.stats().connected if self.mqtt else None}

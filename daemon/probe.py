@@ -35,8 +35,8 @@ class ProbeResult:
     speech_segments: list[dict[str, Any]] = field(default_factory=list)
     speech_engine: dict[str, Any] = field(default_factory=dict)
     events: dict[str, Any] = field(default_factory=dict)
-    x: np.ndarray | None = None
-    mask: np.ndarray | None = None
+    x: np.ndarray = field(default_factory=lambda: np.zeros((len(MODALITIES), 384), np.float32))
+    mask: np.ndarray = field(default_factory=lambda: np.zeros(len(MODALITIES), np.float32))
     probs_vision: np.ndarray | None = None  # the classifiers' probabilities (class evidence)
     probs_audio: np.ndarray | None = None  # per class, its highest window in the file
     text_evidence: np.ndarray | None = None  # the command matcher's log-odds per event

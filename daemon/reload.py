@@ -85,8 +85,8 @@ def switch_bundle(cfg: Config, move: Callable[[Path], Any], wait_s: float = 30.0
         result = request_reload(cfg, wait_s)
         if result["daemon"] in _UNDO:
             for pointer in ("current", "previous"):
-                if before[pointer] is not None:
-                    set_pointer(root, pointer, before[pointer])
+                if (version := before[pointer]) is not None:
+                    set_pointer(root, pointer, version)
             result["restored"] = True
             log.warning("event=pointers_restored current=%s previous=%s reason=%r", before["current"],
                         before["previous"], result.get("detail"))

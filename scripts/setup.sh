@@ -2,7 +2,7 @@
 # One command from a fresh clone: system packages (when root), virtualenv, dependencies,
 # model bundle; then the demo, the tests, or nothing. Idempotent: finished steps are skipped.
 #   scripts/setup.sh demo [args]   set up, then `perceptd demo`
-#   scripts/setup.sh test [args]   set up, then the test suite (pytest args may follow)
+#   scripts/setup.sh test [args]   set up, then the type check and the test suite (pytest args may follow)
 #   scripts/setup.sh               set up only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,7 +78,11 @@ model_bundle
 
 case "$MODE" in
   demo) exec "$VENV/bin/perceptd" demo "$@" ;;
-  test) exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  test)
+    # Types first (pyproject.toml [tool.basedpyright]: which folders, which level), then the suite.
+    say "type check (basedpyright)"
+    "$VENV/bin/basedpyright" --pythonpath "$VENV/bin/python"
+    exec "$VENV/bin/python" -m pytest -q "$@" ;;
   setup) say "done. Activate with: source $VENV/bin/activate" ;;
   *) say "unknown mode $MODE (demo|test|setup)"; exit 2 ;;
 esac

@@ -24,7 +24,7 @@ class EventConfig(BaseModel):
 
     name: str = Field(pattern=EVENT_NAME, description="topic suffix: event.<name>")
     kind: Literal["state", "command"] = Field(
-        "state",
+        default="state",
         description="state: detected while present (start/update/end); "
         "command: a one-shot intent from text or speech",
     )
@@ -35,44 +35,44 @@ class EventConfig(BaseModel):
         min_length=1, description="modalities whose evidence may drive this event"
     )
     group: str | None = Field(
-        None,
+        default=None,
         pattern=EVENT_NAME,
         description="competition group: only the best-matching event of a group fires "
         "(separates on/off pairs); commands default to 'commands'",
     )
     min_similarity: float | None = Field(
-        None,
+        default=None,
         ge=-1,
         le=1,
         description="raw cosine a prompt must reach; commands default to 0.55 "
         "(rejects near-misses such as 'turn on the fan')",
     )
     min_margin: float | None = Field(
-        None,
+        default=None,
         ge=0,
         le=1,
         description="raw cosine by which an event must beat the best rival of its group; "
         "commands default to 0.025 (an ambiguous phrase issues no command)",
     )
     require: list[Modality] | None = Field(
-        None,
+        default=None,
         description="modalities that must be present for the event to fire; commands default "
         "to [text] (sound alone never issues a command)",
     )
     combine: Combine = Field(
-        "sum",
+        default="sum",
         description="how the modalities' evidence (log-odds) adds up: sum (agreement raises "
         "confidence, a confident contradiction outweighs a weak vote), any (the strongest "
         "modality decides), all (every modality must agree: the weakest decides)",
     )
     class_evidence: list[Literal["vision", "audio"]] = Field(
-        ["vision", "audio"],
+        default=["vision", "audio"],
         description="classifiers whose classes may decide this event (the ImageNet and AudioSet "
         "classes that mean its prompts); a modality left out here falls back to the "
         "shared-space vector",
     )
     actions: list[str] | None = Field(
-        None,
+        default=None,
         max_length=64,
         description="command events only: what asking for it sounds like, e.g. 'turn on', "
         "'switch on' (with objects: an utterance must name one action and one object; words are "
@@ -80,22 +80,22 @@ class EventConfig(BaseModel):
         "default: none, the prompts alone are matched",
     )
     objects: list[str] | None = Field(
-        None,
+        default=None,
         max_length=64,
         description="command events only: what the command acts on, e.g. 'lights', 'lamp'",
     )
     cues: list[str] | None = Field(
-        None,
+        default=None,
         max_length=64,
         description="command events only: phrases that ask for the command on their own, e.g. "
         "'too dark', 'brighter' (every word must be present); the prompts always count as cues",
     )
-    window_s: float = Field(1.5, gt=0, le=60, description="fusion window on the monotonic clock")
-    threshold_on: float = Field(0.5, gt=0, lt=1, description="score that starts the event")
-    threshold_off: float = Field(0.4, gt=0, lt=1, description="score below which it may end")
-    min_duration_s: float = Field(0.0, ge=0, le=60, description="score must hold this long")
-    cooldown_s: float = Field(1.0, ge=0, le=3600, description="quiet time after an end")
-    update_interval_s: float = Field(1.0, gt=0, le=3600, description="rate of update phases")
+    window_s: float = Field(default=1.5, gt=0, le=60, description="fusion window on the monotonic clock")
+    threshold_on: float = Field(default=0.5, gt=0, lt=1, description="score that starts the event")
+    threshold_off: float = Field(default=0.4, gt=0, lt=1, description="score below which it may end")
+    min_duration_s: float = Field(default=0.0, ge=0, le=60, description="score must hold this long")
+    cooldown_s: float = Field(default=1.0, ge=0, le=3600, description="quiet time after an end")
+    update_interval_s: float = Field(default=1.0, gt=0, le=3600, description="rate of update phases")
 
     @property
     def effective_group(self) -> str | None:

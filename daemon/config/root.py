@@ -30,41 +30,44 @@ class _Section(BaseModel):
 class BundleConfig(_Section):
     """Where model bundles live; `current` and `previous` pointers select the active one."""
 
-    dir: Path = Field(Path("bundle"), description="folder holding <version>/ bundles")
-    version: str = Field("current", min_length=1, description="bundle version or 'current'")
+    dir: Path = Field(default=Path("bundle"), description="folder holding <version>/ bundles")
+    version: str = Field(default="current", min_length=1, description="bundle version or 'current'")
 
 
 class RuntimeConfig(_Section):
     """ONNX Runtime placement: one setting for every session."""
 
-    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: CUDA when present")
-    intra_op_threads: int = Field(1, ge=1, le=64, description="threads per session")
-    tensorrt: bool = Field(True, description="on a GPU, prefer TensorRT where its libraries load")
+    device: Literal["auto", "cuda", "cpu"] = Field(default="auto", description="auto: CUDA when present")
+    intra_op_threads: int = Field(default=1, ge=1, le=64, description="threads per session")
+    tensorrt: bool = Field(default=True, description="on a GPU, prefer TensorRT where its libraries load")
     tensorrt_cache: Path = Field(
-        Path("state/tensorrt"), description="TensorRT engine cache (a restart reuses built engines)"
+        default=Path("state/tensorrt"), description="TensorRT engine cache (a restart reuses built engines)"
     )
     gpu_resize: Literal["auto", "on", "off"] = Field(
-        "auto", description="resize + BGR->RGB of camera frames on the device (bundle's vision_resize); "
+        default="auto",
+        description="resize + BGR->RGB of camera frames on the device (bundle's vision_resize); "
         "auto: when vision runs on a GPU"
     )
     cuda_graph: bool = Field(
-        False, description="vision encoder at a fixed batch (vision.max_batch, padded) replayed "
+        default=False, description="vision encoder at a fixed batch (vision.max_batch, padded) replayed "
         "as a CUDA graph"
     )
-    pinned_memory: bool = Field(True, description="page-locked host buffers for batches copied to a GPU")
+    pinned_memory: bool = Field(
+        default=True, description="page-locked host buffers for batches copied to a GPU"
+    )
 
 
 class FusionConfig(_Section):
     """How often events are evaluated on the shared timeline."""
 
-    tick_ms: int = Field(100, ge=10, le=5000, description="fusion evaluation period")
+    tick_ms: int = Field(default=100, ge=10, le=5000, description="fusion evaluation period")
 
 
 class SourcesConfig(_Section):
     """Capture sources; `perceptd run --camera/--audio-file/--mic` replace these."""
 
     cameras: list[CameraConfig] = Field(default_factory=list, description="any number of cameras")
-    microphone: MicrophoneConfig | None = Field(None, description="live microphone (or none)")
+    microphone: MicrophoneConfig | None = Field(default=None, description="live microphone (or none)")
     audio_files: list[WavFileConfig] = Field(
         default_factory=list, description="sound files replayed in real time"
     )
@@ -76,8 +79,8 @@ QueuePolicy = Literal["auto", "drop_oldest", "block"]
 class QueueConfig(_Section):
     """A bounded stage queue; auto: drop_oldest for live sources, block for replay files."""
 
-    size: int = Field(8, ge=1, le=100_000, description="items held before the policy applies")
-    policy: QueuePolicy = Field("auto", description="auto | drop_oldest | block")
+    size: int = Field(default=8, ge=1, le=100_000, description="items held before the policy applies")
+    policy: QueuePolicy = Field(default="auto", description="auto | drop_oldest | block")
 
 
 class PipelineConfig(_Section):
@@ -94,9 +97,9 @@ class PipelineConfig(_Section):
 class HealthConfig(_Section):
     """Health messages on the `health` topic."""
 
-    interval_s: float = Field(5.0, gt=0, le=3600, description="period of health messages")
+    interval_s: float = Field(default=5.0, gt=0, le=3600, description="period of health messages")
     stall_after_s: float = Field(
-        5.0, gt=0, le=3600, description="a stage silent this long while fed counts as stalled"
+        default=5.0, gt=0, le=3600, description="a stage silent this long while fed counts as stalled"
     )
 
 
@@ -109,7 +112,7 @@ class Config(_Section):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     vision: VisionStageConfig = Field(default_factory=VisionStageConfig)
     audio: AudioStageConfig = Field(default_factory=AudioStageConfig)
-    speech: SpeechConfig = Field(default_factory=SpeechConfig)
+    speech: SpeechConfig = Field(default_factory=SpeechConfig)  # pyright: ignore[reportArgumentType] - speech/config.py: positional Field defaults
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     publish: PublisherConfig = Field(default_factory=PublisherConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)

@@ -22,15 +22,15 @@ class ConsoleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="serve the console at / of the HTTP port")
+    enabled: bool = Field(default=True, description="serve the console at / of the HTTP port")
     token_hash: str | None = Field(
-        None, description="sha256:<hex> of the access token (`printf %s TOKEN | sha256sum`); "
+        default=None, description="sha256:<hex> of the access token (`printf %s TOKEN | sha256sum`); "
         "with it every request on the HTTP port needs the token; required beyond loopback")
     recent_events: int = Field(
-        500, ge=10, le=100_000, description="published events/commands/transcripts kept for the page")
+        default=500, ge=10, le=100_000, description="published events/commands/transcripts kept for the page")
     status_interval_s: float = Field(
-        1.0, ge=0.2, le=60, description="how often a connected page gets sources/stages/queues")
-    timeline_minutes: int = Field(30, ge=1, le=24 * 60, description="span of the Timeline view")
+        default=1.0, ge=0.2, le=60, description="how often a connected page gets sources/stages/queues")
+    timeline_minutes: int = Field(default=30, ge=1, le=24 * 60, description="span of the Timeline view")
 
     @field_validator("token_hash")
     @classmethod

@@ -44,19 +44,19 @@ class ControlConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     allow_insecure: bool = Field(
-        False, description="permit binding a non-loopback address (no authentication)"
+        default=False, description="permit binding a non-loopback address (no authentication)"
     )
     endpoint: str = Field(
-        DEFAULT_CONTROL_ENDPOINT,
+        default=DEFAULT_CONTROL_ENDPOINT,
         description="bind URI: tcp://HOST:PORT (PORT 0 or * = any free port), ipc://PATH",
     )
     max_request_bytes: int = Field(
-        65536, ge=256, le=1 << 24, description="larger requests get an error reply"
+        default=65536, ge=256, le=1 << 24, description="larger requests get an error reply"
     )
     rate_limit_per_s: float = Field(
-        20.0, gt=0, le=1e6, description="sustained requests per second per connected peer"
+        default=20.0, gt=0, le=1e6, description="sustained requests per second per connected peer"
     )
-    burst: int = Field(40, ge=1, le=1_000_000, description="requests a peer may send at once")
+    burst: int = Field(default=40, ge=1, le=1_000_000, description="requests a peer may send at once")
 
     @field_validator("endpoint")
     @classmethod

@@ -47,12 +47,12 @@ class HttpConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="serve /healthz and /metrics")
+    enabled: bool = Field(default=True, description="serve /healthz and /metrics")
     allow_insecure: bool = Field(
-        False, description="permit a non-loopback host (plain HTTP, no authentication)"
+        default=False, description="permit a non-loopback host (plain HTTP, no authentication)"
     )
-    host: str = Field("127.0.0.1", min_length=1, description="address to listen on")
-    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="TCP port (0 = any free port)")
+    host: str = Field(default="127.0.0.1", min_length=1, description="address to listen on")
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="TCP port (0 = any free port)")
     required_sources: list[str] = Field(
         default_factory=lambda: ["*"],
         description="source ids whose loss makes /healthz answer 503 ('*' = every source)",
@@ -92,7 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path.rstrip("/") or "/"
         headers = {k.lower(): v for k, v in self.headers.items()}
         route = self.routes.get(path) if self.command in ("GET", "HEAD") else None
-        if self.authorize is not None and not type(self).authorize(headers, self.path):
+        if self.authorize is not None and not type(self).authorize(headers, self.path):  # pyright: ignore[reportOptionalCall]
             status, ctype, body = json_body(401, {"error": "authentication required"})
         elif route is None and self.app is not None:
             self._wsgi()
@@ -119,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _wsgi(self) -> None:
         """Hand the request to the WSGI app; the response streams (Server-Sent Events)."""
         url = urlsplit(self.path)
-        host, port = self.server.server_address[:2]
+        host, port = self.server.server_address[:2]  # pyright: ignore[reportIndexIssue] - an (host, port) tuple
         environ: dict[str, Any] = {
             "REQUEST_METHOD": self.command, "SCRIPT_NAME": "",
             "PATH_INFO": unquote(url.path, "latin-1"), "QUERY_STRING": url.query,
@@ -132,12 +132,12 @@ class _Handler(BaseHTTPRequestHandler):
             key = "HTTP_" + k.upper().replace("-", "_")
             if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
                 environ[key] = v
-        handler = SimpleHandler(self.rfile, self.wfile, sys.stderr, environ, multithread=True,
+        handler = SimpleHandler(self.rfile, self.wfile, sys.stderr, environ, multithread=True,  # pyright: ignore[reportArgumentType]
                                 multiprocess=False)
         handler.os_environ = {}  # the process environment is none of a request's business
         handler.server_software = self.server_version
         handler.http_version = "1.0"
-        handler.run(type(self).app)
+        handler.run(type(self).app)  # pyright: ignore[reportArgumentType] - set whenever _wsgi is reached
         self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from perceptd.daemon.inference.audio_frontend import LogMel, MelParams, patches
-from perceptd.daemon.inference.session import SessionOptions, create_session
+from perceptd.daemon.inference.session import SessionOptions, create_session, run_arrays
 
 OUTPUTS = ("scores", "embeddings", "embed")
 
@@ -40,7 +40,7 @@ def top_k(scores: np.ndarray, labels: Sequence[str], k: int = 5) -> list[list[tu
     idx = np.argpartition(-s, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(s, idx, axis=1).argsort(axis=1)[:, ::-1]
     idx = np.take_along_axis(idx, order, axis=1)
-    return [[(labels[j], float(row[j])) for j in r] for row, r in zip(s, idx, strict=True)]
+    return [[(labels[int(j)], float(row[j])) for j in r] for row, r in zip(s, idx, strict=True)]
 
 
 class AudioTagger:
@@ -72,7 +72,7 @@ class AudioTagger:
             x = x[None]
         if len(x) == 0:  # ONNX Runtime rejects a zero batch on some providers
             return AudioOutput(*(np.zeros((0, d), np.float32) for d in self._dims))
-        scores, emb, embed = self.session.run(list(OUTPUTS), {"patches": x})
+        scores, emb, embed = run_arrays(self.session, list(OUTPUTS), {"patches": x})
         return AudioOutput(scores, emb, embed)
 
     def patches(self, pcm: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from perceptd.daemon.inference.session import SessionOptions, create_session
+from perceptd.daemon.inference.session import SessionOptions, create_session, run_arrays
 
 INPUT_NAME = "image"
 
@@ -208,7 +208,7 @@ class FaceDetector:
         found = []
         for scale in pyramid_scales(h, w, min_face, self.scale_factor, self.cell):
             level = resize_level(image, scale)
-            reg, prob = self.pnet.run(None, {self.input_name: level[None]})
+            reg, prob = run_arrays(self.pnet, None, {self.input_name: level[None]})
             cand = pnet_boxes(reg[0], prob[0], scale, self.thresholds[0], self.stride, self.cell)
             if len(cand):
                 found.append(cand[nms(cand[:, :4], cand[:, 4], self.nms["pnet_scale"])])
@@ -227,7 +227,7 @@ class FaceDetector:
         if len(batch) == 0:
             return boxes[:0]
         boxes = boxes[valid]
-        reg, prob = self.rnet.run(None, {self.input_name: batch})
+        reg, prob = run_arrays(self.rnet, None, {self.input_name: batch})
         ok = prob > self.thresholds[1]
         boxes = np.concatenate([boxes[ok, :4], prob[ok, None]], axis=1)
         keep = nms(boxes[:, :4], boxes[:, 4], self.nms["rnet"])
@@ -239,7 +239,7 @@ class FaceDetector:
         if len(batch) == 0:
             return boxes[:0], np.empty((0, 5, 2), np.float32)
         boxes = boxes[valid]
-        reg, marks, prob = self.onet.run(None, {self.input_name: batch})
+        reg, marks, prob = run_arrays(self.onet, None, {self.input_name: batch})
         ok = prob > self.thresholds[2]
         boxes = np.concatenate([boxes[ok, :4], prob[ok, None]], axis=1)
         w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]

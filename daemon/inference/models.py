@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from perceptd.daemon.inference.text import TextModel
 from perceptd.daemon.inference.vad import VadModel
 from perceptd.daemon.inference.vision import VisionModel, VisionRuntime
 
+if TYPE_CHECKING:
+    from perceptd.daemon.inference.face import FaceDetector
+
 log = logging.getLogger(__name__)
 
 
@@ -30,7 +34,7 @@ class ModelSet:
     bundle: Bundle
     text: TextModel
     vision: VisionModel
-    face: object | None  # FaceDetector; None when disabled
+    face: FaceDetector | None  # None when disabled
     vad: VadModel
     audio: AudioTagger
     fusion: FusionModel

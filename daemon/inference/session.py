@@ -22,7 +22,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -168,7 +168,13 @@ def _name(path: Path | str | bytes) -> str:
 def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run and return outputs by name (ONNX Runtime releases the GIL inside)."""
     names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feeds), strict=True))
+    return dict(zip(names, run_arrays(sess, names, feeds), strict=True))
+
+
+def run_arrays(sess: ort.InferenceSession, names: list[str] | None,
+               feeds: dict[str, Any]) -> list[np.ndarray]:
+    """`sess.run` typed as what our models return: dense arrays (no sparse or sequence outputs)."""
+    return cast("list[np.ndarray]", sess.run(names, feeds))
 
 
 # --------------------------------------------------------------------------- IO binding

@@ -28,9 +28,9 @@ _CUDART = ("libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart
 
 def _candidates() -> list[str]:
     """Sonames first (found if onnxruntime already loaded them), then the nvidia-* wheels."""
-    out = list(_CUDART)
+    out: list[str] = list(_CUDART)
     try:
-        import nvidia  # the CUDA runtime wheels onnxruntime-gpu's preload_dlls() uses
+        import nvidia  # pyright: ignore[reportMissingImports] - the CUDA runtime wheels onnxruntime-gpu's preload_dlls() uses
 
         for root in nvidia.__path__:
             out += sorted(glob.glob(os.path.join(root, "cu*", "lib", "libcudart.so*")))
@@ -66,7 +66,7 @@ def pinned_empty(shape: Sequence[int], dtype: np.dtype | type) -> np.ndarray | N
     if lib.cudaHostAlloc(ctypes.byref(ptr), ctypes.c_size_t(nbytes), 0) != 0 or not ptr.value:
         return None
     raw = (ctypes.c_uint8 * nbytes).from_address(ptr.value)
-    arr = np.frombuffer(raw, dtype=np.uint8).view(dtype).reshape(tuple(shape))
+    arr = np.frombuffer(raw, dtype=np.uint8)  # pyright: ignore[reportCallIssue, reportArgumentType] - ctypes array is a buffer.view(dtype).reshape(tuple(shape))
     weakref.finalize(raw, lib.cudaFreeHost, ctypes.c_void_p(ptr.value))
     return arr
 

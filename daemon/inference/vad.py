@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from perceptd.daemon.inference.session import SessionOptions, create_session
+from perceptd.daemon.inference.session import SessionOptions, create_session, run_arrays
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class VadModel:
         chunks = _as_float(chunks).reshape(len(states), self.chunk_samples)
         audio = np.concatenate([np.stack([s.context for s in states]), chunks], axis=1)
         state = np.stack([s.rnn for s in states], axis=1)
-        prob, state_out = self.session.run(["prob", "state_out"], {"audio": audio, "state": state})
+        prob, state_out = run_arrays(self.session, ["prob", "state_out"], {"audio": audio, "state": state})
         for i, s in enumerate(states):
             s.rnn[:] = state_out[:, i]
             s.context[:] = chunks[i, -self.context_samples :]

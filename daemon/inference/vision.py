@@ -127,7 +127,8 @@ class VisionModel:
         wants_resize = rt.device_resize == "on" or (rt.device_resize == "auto" and on_gpu)
         self.device_resize = wants_resize and resize_path is not None and self.resize == "bilinear"
         self._resize = Runner(create_session(resize_path, dataclasses.replace(options, cuda_graph=False)),
-                              host_outputs=[], bind=rt.io_binding) if self.device_resize else None
+                              host_outputs=[], bind=rt.io_binding) \
+            if self.device_resize and resize_path is not None else None
         # a fixed padded batch only pays for a captured graph (on a CPU it is forced by tests)
         self.cuda_graph = cuda_graph_active(self.session)
         self.fixed: FixedBatchRunner | None = None

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +25,9 @@ from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.pipeline.worker import Worker
 from perceptd.daemon.sources.base import AudioChunk
 
+if TYPE_CHECKING:
+    from perceptd.daemon.inference.models import ModelSet
+
 log = logging.getLogger(__name__)
 SR = 16_000
 
@@ -33,15 +37,15 @@ class AudioStageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    vad_threshold: float = Field(0.5, gt=0, lt=1, description="speech starts at this probability")
-    vad_neg_threshold: float = Field(0.35, gt=0, lt=1, description="speech may end below this")
-    min_speech_ms: int = Field(250, ge=0, le=10_000, description="shorter segments are dropped")
+    vad_threshold: float = Field(default=0.5, gt=0, lt=1, description="speech starts at this probability")
+    vad_neg_threshold: float = Field(default=0.35, gt=0, lt=1, description="speech may end below this")
+    min_speech_ms: int = Field(default=250, ge=0, le=10_000, description="shorter segments are dropped")
     hangover_ms: int = Field(
-        300, ge=0, le=10_000, description="silence that closes a segment (end-of-speech delay)"
+        default=300, ge=0, le=10_000, description="silence that closes a segment (end-of-speech delay)"
     )
-    speech_pad_ms: int = Field(30, ge=0, le=1000, description="padding around segments")
-    max_segment_s: float = Field(15.0, gt=0, le=120, description="audio kept per open segment")
-    top_k: int = Field(5, ge=1, le=20, description="labels published per audio window")
+    speech_pad_ms: int = Field(default=30, ge=0, le=1000, description="padding around segments")
+    max_segment_s: float = Field(default=15.0, gt=0, le=120, description="audio kept per open segment")
+    top_k: int = Field(default=5, ge=1, le=20, description="labels published per audio window")
 
 
 @dataclass
@@ -70,7 +74,7 @@ class AudioStage(Worker[AudioChunk]):
     name = "audio"
 
     def __init__(self, inbox: BoundedQueue[AudioChunk], fusion: BoundedQueue[ModalityOutput],
-                 publish: BoundedQueue[Outbound], models: Callable[[], object],
+                 publish: BoundedQueue[Outbound], models: Callable[[], ModelSet],
                  cfg: AudioStageConfig,
                  on_segment: Callable[[SpeechSegmentAudio], None] | None = None) -> None:
         super().__init__(inbox)

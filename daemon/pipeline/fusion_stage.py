@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from perceptd.daemon.fusion.timeline import ModalityOutput, Row, Timeline
 from perceptd.daemon.health.stats import ModelTimings
 from perceptd.daemon.messages import CommandMessage, EventMessage, ModalityScore, Outbound
 from perceptd.daemon.pipeline.queues import BoundedQueue
+
+if TYPE_CHECKING:
+    from perceptd.daemon.inference.models import ModelSet
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -81,7 +85,7 @@ class FusionStage:
         self,
         inbox: BoundedQueue[ModalityOutput],
         publish: BoundedQueue[Outbound],
-        models: Callable[[], object],
+        models: Callable[[], ModelSet],
         events: list[EventConfig],
         tick_ms: int = 100,
         on_event: Callable[[Transition, Explanation, FusionResult | None, FusedRow | None],
@@ -223,7 +227,7 @@ class FusionStage:
             self.stats.commands_rejected += not ok
             msg = CommandMessage(
                 text=str(c.extra.get("text", "")), source=c.extra.get("origin", "control"),
-                accepted=ok, event=winner.name if ok else None,
+                accepted=ok, event=winner.name if ok and winner is not None else None,
             )
             self.publish.put(Outbound(msg, c.t_capture_ns))
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from perceptd.daemon.commands.evidence import scores_to_logodds
 from perceptd.daemon.fusion.space import top_prompts
 from perceptd.daemon.fusion.timeline import ModalityOutput
 from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.pipeline.worker import Worker
+
+if TYPE_CHECKING:
+    from perceptd.daemon.inference.models import ModelSet
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class TextStage(Worker[TextCommand]):
     name = "text"
 
     def __init__(self, inbox: BoundedQueue[TextCommand], fusion: BoundedQueue[ModalityOutput],
-                 models: Callable[[], object], prompt_texts: list[list[str]]) -> None:
+                 models: Callable[[], ModelSet], prompt_texts: list[list[str]]) -> None:
         super().__init__(inbox)
         self.batch = 8
         self.fusion = fusion

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -24,39 +25,42 @@ from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.pipeline.worker import Worker
 from perceptd.daemon.sources.base import Frame
 
+if TYPE_CHECKING:
+    from perceptd.daemon.inference.models import ModelSet
+
 
 class VisionStageConfig(BaseModel):
     """Batching, motion gating and face detection of the vision path."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_batch: int = Field(8, ge=1, le=256, description="frames per encoder call (all cameras)")
+    max_batch: int = Field(default=8, ge=1, le=256, description="frames per encoder call (all cameras)")
     max_wait_ms: float = Field(
-        0.0, ge=0, le=1000, description="longest a frame waits for its batch to fill (0: a batch is "
+        default=0.0, ge=0, le=1000, description="longest a frame waits for its batch to fill (0: a batch is "
         "what is queued; measured: the same CPU cost as 5 ms and half the p50 at 2 streams)"
     )
     workers: int = Field(
-        0, ge=0, le=16,
+        default=0, ge=0, le=16,
         description="encoder batches in flight at once (threads); 0: one per CPU core, at most 4",
     )
     motion_threshold: float = Field(
-        0.0, ge=0, le=255,
+        default=0.0, ge=0, le=255,
         description="skip frames whose mean absolute change (0-255, on a 32x24 thumbnail) "
         "since the last inferred frame is below this; 0 disables the gate",
     )
     motion_max_skip_s: float = Field(
-        2.0, gt=0, le=3600, description="infer at least this often even without motion"
+        default=2.0, gt=0, le=3600, description="infer at least this often even without motion"
     )
     face_interval_s: float = Field(
-        0.5, ge=0, le=3600, description="face detection period per camera (0: every frame)"
+        default=0.5, ge=0, le=3600, description="face detection period per camera (0: every frame)"
     )
-    faces: bool = Field(True, description="run the MTCNN face detector")
+    faces: bool = Field(default=True, description="run the MTCNN face detector")
     face_min_score: float = Field(
-        0.9, ge=0, le=1, description="detection score from which a face is evidence of a person "
+        default=0.9, ge=0, le=1, description="detection score from which a face is evidence of a person "
         "(MTCNN scores owls and helmets 0.75-0.85, real faces 0.95-1.0); weaker ones are only "
         "reported in the vision message",
     )
-    top_k: int = Field(5, ge=1, le=20, description="labels published per frame")
+    top_k: int = Field(default=5, ge=1, le=20, description="labels published per frame")
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class PreprocessStage(Worker[Frame]):
     name = "preprocess"
 
     def __init__(self, inbox: BoundedQueue[Frame], out: BoundedQueue[Prepared],
-                 models: Callable[[], object], cfg: VisionStageConfig) -> None:
+                 models: Callable[[], ModelSet], cfg: VisionStageConfig) -> None:
         super().__init__(inbox)
         self.out = out
         self.models = models
@@ -110,7 +114,7 @@ class VisionStage(Worker[Prepared]):
     name = "vision"
 
     def __init__(self, inbox: BoundedQueue[Prepared], fusion: BoundedQueue[ModalityOutput],
-                 publish: BoundedQueue[Outbound], models: Callable[[], object],
+                 publish: BoundedQueue[Outbound], models: Callable[[], ModelSet],
                  cfg: VisionStageConfig) -> None:
         super().__init__(inbox)
         self.batch = cfg.max_batch
@@ -156,7 +160,8 @@ class VisionStage(Worker[Prepared]):
                 (("face", float(best)),), {"faces": faces},
             ))
         msg = VisionMessage(source=f.source_id, frame_seq=f.seq, top=top, faces=tuple(
-            Face(box=tuple(float(v) for v in fc.box), score=float(fc.score)) for fc in faces or ()
+            Face(box=tuple(float(v) for v in fc.box), score=float(fc.score))  # pyright: ignore[reportArgumentType]
+            for fc in faces or ()
         ))
         self.publish.put(Outbound(msg, f.t_capture_ns))
 

@@ -47,40 +47,40 @@ class MqttConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(False, description="run the MQTT bridge")
-    host: str = Field("127.0.0.1", min_length=1, description="broker host")
-    port: int = Field(1883, ge=1, le=65535, description="broker port (8883 usual with TLS)")
+    enabled: bool = Field(default=False, description="run the MQTT bridge")
+    host: str = Field(default="127.0.0.1", min_length=1, description="broker host")
+    port: int = Field(default=1883, ge=1, le=65535, description="broker port (8883 usual with TLS)")
     device_id: str = Field(
         default_factory=default_device_id, pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="this device's name in topics (default: host name)",
     )
-    topic_prefix: str = Field("perceptd", pattern=r"^[^#+]+$", description="first topic level")
+    topic_prefix: str = Field(default="perceptd", pattern=r"^[^#+]+$", description="first topic level")
     topics: list[str] = Field(
         default_factory=lambda: ["event."],
         description="daemon topic prefixes to bridge (event., command, health, ...)",
     )
-    qos: Literal[0, 1, 2] = Field(1, description="QoS of bridged messages")
-    retain_events: bool = Field(False, description="retain the latest message per topic")
-    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
-    reconnect_min_s: float = Field(1.0, gt=0, le=60, description="first reconnect delay")
+    qos: Literal[0, 1, 2] = Field(default=1, description="QoS of bridged messages")
+    retain_events: bool = Field(default=False, description="retain the latest message per topic")
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive")
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=60, description="first reconnect delay")
     reconnect_max_s: float | None = Field(
-        None, gt=0, le=3600,
+        default=None, gt=0, le=3600,
         description="reconnect delay cap (default: 2 s for a broker on this host, 30 s otherwise)",
     )
     buffer: int = Field(
-        1000, ge=1, le=1_000_000,
+        default=1000, ge=1, le=1_000_000,
         description="messages kept while the broker is away; the oldest are dropped (counted)",
     )
-    discovery: bool = Field(True, description="publish Home Assistant discovery configs")
-    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+]+$")
-    username: str | None = Field(None, description="broker user name")
+    discovery: bool = Field(default=True, description="publish Home Assistant discovery configs")
+    discovery_prefix: str = Field(default="homeassistant", pattern=r"^[^#+]+$")
+    username: str | None = Field(default=None, description="broker user name")
     password_file: Path | None = Field(
-        None, description="file holding the broker password (e.g. a systemd credential)"
+        default=None, description="file holding the broker password (e.g. a systemd credential)"
     )
-    tls: bool = Field(False, description="connect with TLS")
-    ca_file: Path | None = Field(None, description="CA bundle for TLS (default: system CAs)")
-    cert_file: Path | None = Field(None, description="client certificate for TLS")
-    key_file: Path | None = Field(None, description="client key for TLS")
+    tls: bool = Field(default=False, description="connect with TLS")
+    ca_file: Path | None = Field(default=None, description="CA bundle for TLS (default: system CAs)")
+    cert_file: Path | None = Field(default=None, description="client certificate for TLS")
+    key_file: Path | None = Field(default=None, description="client key for TLS")
 
     @model_validator(mode="after")
     def _check_backoff(self) -> MqttConfig:
@@ -183,8 +183,9 @@ class MqttBridge:
 
     def start(self) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         protocol=mqtt.MQTTv311, clean_session=True)
         if log.isEnabledFor(logging.DEBUG):  # paho logs every failed attempt at ERROR: --debug only
             c.enable_logger(logging.getLogger(f"{__name__}.paho"))

@@ -174,18 +174,18 @@ class PublisherConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     allow_insecure: bool = Field(
-        False, description="permit binding a non-loopback address (traffic is not encrypted)"
+        default=False, description="permit binding a non-loopback address (traffic is not encrypted)"
     )
     endpoint: str = Field(
-        DEFAULT_EVENTS_ENDPOINT,
+        default=DEFAULT_EVENTS_ENDPOINT,
         description="bind URI: tcp://HOST:PORT (PORT 0 or * = any free port), ipc://PATH",
     )
     sndhwm: int = Field(
-        1000, ge=1, le=1_000_000,
+        default=1000, ge=1, le=1_000_000,
         description="messages queued per subscriber before libzmq drops for that subscriber",
     )
     close_linger_ms: int = Field(
-        200, ge=0, le=10_000, description="at stop, how long queued messages may still flush"
+        default=200, ge=0, le=10_000, description="at stop, how long queued messages may still flush"
     )
 
     @field_validator("endpoint")
@@ -271,7 +271,8 @@ class EventPublisher(SocketService):
         """Bind (errors raise here, in the caller's thread) and start the publishing thread."""
         if self._sock is not None or self._closed:
             raise PublisherError("publisher already started")
-        options = {zmq.SNDHWM: self._cfg.sndhwm, **({zmq.XPUB_VERBOSE: 1} if self._xpub else {})}
+        options: dict[int, int] = {zmq.SNDHWM: self._cfg.sndhwm,
+                                   **({zmq.XPUB_VERBOSE: 1} if self._xpub else {})}
         self._sock, self._endpoint = open_bound_socket(
             self._ctx, zmq.XPUB if self._xpub else zmq.PUB, self._cfg.endpoint, what="events",
             options=options, secure=self._secure, error=PublisherError)

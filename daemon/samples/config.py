@@ -22,24 +22,28 @@ class _Section(BaseModel):
 class TriggersConfig(_Section):
     """Which situations log a sample (each one on/off)."""
 
-    low_confidence: bool = Field(True, description="a score close to its event's threshold")
-    band: float = Field(0.1, gt=0, le=0.5, description="low confidence: |score - threshold_on| <= band")
-    disagreement: bool = Field(
-        True, description="one modality confident about an event while another present one is not"
+    low_confidence: bool = Field(default=True, description="a score close to its event's threshold")
+    band: float = Field(
+        default=0.1, gt=0, le=0.5, description="low confidence: |score - threshold_on| <= band"
     )
-    confident: float = Field(0.8, gt=0, lt=1, description="disagreement: a modality score this high ...")
-    contradicting: float = Field(0.2, gt=0, lt=1, description="... while another is at most this")
+    disagreement: bool = Field(
+        default=True, description="one modality confident about an event while another present one is not"
+    )
+    confident: float = Field(
+        default=0.8, gt=0, lt=1, description="disagreement: a modality score this high ..."
+    )
+    contradicting: float = Field(default=0.2, gt=0, lt=1, description="... while another is at most this")
     label: bool = Field(
-        True, description="a `label` request with sample 'now' logs the current context, labelled"
+        default=True, description="a `label` request with sample 'now' logs the current context, labelled"
     )
     command: bool = Field(
-        True, description="a command that becomes event E labels the context of its window with E"
+        default=True, description="a command that becomes event E labels the context of its window with E"
     )
     random_per_hour: float = Field(
-        2.0, ge=0, le=36_000, description="random samples of the current context per hour (0: off)"
+        default=2.0, ge=0, le=36_000, description="random samples of the current context per hour (0: off)"
     )
     min_interval_s: float = Field(
-        30.0, ge=0, le=86_400, description="at most one sample per (trigger, event) in this time"
+        default=30.0, ge=0, le=86_400, description="at most one sample per (trigger, event) in this time"
     )
 
     @model_validator(mode="after")
@@ -58,7 +62,7 @@ def _default_trigger_caps() -> dict[str, int]:
 class CapsConfig(_Section):
     """Rate caps (sliding hour): a burst of triggers cannot flood the disk."""
 
-    per_hour: int = Field(600, ge=0, le=1_000_000, description="samples per hour, all triggers")
+    per_hour: int = Field(default=600, ge=0, le=1_000_000, description="samples per hour, all triggers")
     per_trigger_per_hour: dict[str, int] = Field(
         default_factory=_default_trigger_caps, description="samples per hour per trigger"
     )
@@ -77,62 +81,69 @@ class CapsConfig(_Section):
 class RetentionConfig(_Section):
     """How long and how much: oldest first; labelled samples are kept unless told otherwise."""
 
-    max_age_days: float = Field(30.0, ge=0, le=36_500, description="older samples are deleted (0: keep)")
+    max_age_days: float = Field(
+        default=30.0, ge=0, le=36_500, description="older samples are deleted (0: keep)"
+    )
     max_bytes: int = Field(
-        512 * 1024 * 1024, ge=0, description="quota: the store never grows past this many bytes"
+        default=512 * 1024 * 1024, ge=0, description="quota: the store never grows past this many bytes"
     )
     rotate: bool = Field(
-        True, description="at the quota, delete the oldest evictable samples to make room "
+        default=True, description="at the quota, delete the oldest evictable samples to make room "
         "(false: new samples are dropped and counted)",
     )
     keep_labelled: bool = Field(
-        True, description="labelled samples are never deleted by age or rotation (only by purge)"
+        default=True, description="labelled samples are never deleted by age or rotation (only by purge)"
     )
     min_free_mb: float = Field(
-        64.0, ge=0, le=1_000_000, description="disk reserve: below this free space samples are dropped"
+        default=64.0, ge=0, le=1_000_000,
+        description="disk reserve: below this free space samples are dropped"
     )
-    interval_s: float = Field(300.0, gt=0, le=86_400, description="how often retention runs")
+    interval_s: float = Field(default=300.0, gt=0, le=86_400, description="how often retention runs")
 
 
 class RawMediaConfig(_Section):
     """Raw content beside the embeddings: off by default (privacy)."""
 
-    frames: bool = Field(False, description="store the camera frame as JPEG")
-    audio: bool = Field(False, description="store the audio window as a WAV clip")
-    text: bool = Field(False, description="store the command text (its embedding is always kept)")
-    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of stored frames")
+    frames: bool = Field(default=False, description="store the camera frame as JPEG")
+    audio: bool = Field(default=False, description="store the audio window as a WAV clip")
+    text: bool = Field(default=False, description="store the command text (its embedding is always kept)")
+    jpeg_quality: int = Field(default=85, ge=10, le=100, description="JPEG quality of stored frames")
 
 
 class EncryptionConfig(_Section):
     """AES-GCM at rest (needs the `cryptography` package); the index never holds content."""
 
-    enabled: bool = Field(False, description="encrypt every sample file")
+    enabled: bool = Field(default=False, description="encrypt every sample file")
     key_file: Path = Field(
-        Path("state/samples.key"), description="32-byte key, created 0600 on first use"
+        default=Path("state/samples.key"), description="32-byte key, created 0600 on first use"
     )
 
 
 class GateConfig(_Section):
     """When a retrained bundle may replace the running one."""
 
-    f1_margin: float = Field(0.02, ge=0, le=1, description="largest per-event F1 drop allowed")
+    f1_margin: float = Field(default=0.02, ge=0, le=1, description="largest per-event F1 drop allowed")
     slice_margin: float = Field(
-        0.05, ge=0, le=1, description="largest macro-F1 drop allowed on any slice (source, modalities)"
+        default=0.05, ge=0, le=1,
+        description="largest macro-F1 drop allowed on any slice (source, modalities)"
     )
-    min_slice_samples: int = Field(5, ge=1, le=100_000, description="smaller slices are reported only")
+    min_slice_samples: int = Field(
+        default=5, ge=1, le=100_000, description="smaller slices are reported only"
+    )
     latency_budget_ms: float = Field(
-        10.0, gt=0, le=10_000, description="p95 of one fusion-head call (4 rows, all events)"
+        default=10.0, gt=0, le=10_000, description="p95 of one fusion-head call (4 rows, all events)"
     )
     baseline_margin: float = Field(
-        0.1, ge=0, le=1, description="a taught event's held-out F1 must beat every label-permutation "
+        default=0.1, ge=0, le=1, description="a taught event's held-out F1 must beat every label-permutation "
         "run by this much",
     )
     zero_shot_margin: float = Field(
-        0.0, ge=-1, le=1, description="... and be at least the zero-shot prompt's (threshold tuned on "
+        default=0.0, ge=-1, le=1,
+        description="... and be at least the zero-shot prompt's (threshold tuned on "
         "the training split) plus this",
     )
     permutation_runs: int = Field(
-        3, ge=0, le=100, description="label-permutation baselines trained inside the gate (0: none)"
+        default=3, ge=0, le=100, description="label-permutation baselines trained inside the gate (0: none)"
     )
 
 
@@ -140,19 +151,24 @@ class SplitConfig(_Section):
     """The held-out split: whole time blocks, so no held-out sample has a near-twin in training."""
 
     by: Literal["time", "session"] = Field(
-        "time", description="time: fixed slots of block_s; session: a gap longer than block_s without "
+        default="time",
+        description="time: fixed slots of block_s; session: a gap longer than block_s without "
         "samples starts a new block",
     )
-    block_s: float = Field(600.0, gt=0, le=30 * 86_400, description="block length (time) or gap (session)")
+    block_s: float = Field(
+        default=600.0, gt=0, le=30 * 86_400, description="block length (time) or gap (session)"
+    )
     per_source: bool = Field(
-        True, description="blocks per source id (samples sharing a source in a slot stay together)"
+        default=True, description="blocks per source id (samples sharing a source in a slot stay together)"
     )
     guard_s: float = Field(
-        60.0, ge=0, le=86_400, description="training samples this close in time to a held-out sample of "
+        default=60.0, ge=0, le=86_400,
+        description="training samples this close in time to a held-out sample of "
         "the same source are left out of training",
     )
     min_blocks: int = Field(
-        3, ge=1, le=10_000, description="per taught event: held-out blocks with a positive (and with a "
+        default=3, ge=1, le=10_000,
+        description="per taught event: held-out blocks with a positive (and with a "
         "negative) needed to judge; fewer: exit 4, not enough independent data",
     )
 
@@ -160,26 +176,29 @@ class SplitConfig(_Section):
 class RetrainConfig(_Section):
     """`perceptd retrain`: split, training and where the reports go."""
 
-    dir: Path = Field(Path("state/retrain"), description="gate reports and rejected bundles")
-    holdout: float = Field(0.3, gt=0, lt=1, description="held-out fraction (of blocks, per taught event)")
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    seed: int = Field(0, ge=0, description="split and initialisation seed")
-    epochs: int = Field(60, ge=1, le=100_000, description="passes over the labelled samples")
-    batch_size: int = Field(64, ge=1, le=1_000_000, description="samples per optimisation step")
-    lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate")
-    weight_decay: float = Field(
-        1e-3, ge=0, le=10, description="pull towards the current head (keeps other events as they are)"
+    dir: Path = Field(default=Path("state/retrain"), description="gate reports and rejected bundles")
+    holdout: float = Field(
+        default=0.3, gt=0, lt=1, description="held-out fraction (of blocks, per taught event)"
     )
-    infonce_weight: float = Field(0.5, ge=0, le=100, description="weight of the contrastive term")
-    infonce_temperature: float = Field(0.1, gt=0, le=10, description="InfoNCE temperature")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    seed: int = Field(default=0, ge=0, description="split and initialisation seed")
+    epochs: int = Field(default=60, ge=1, le=100_000, description="passes over the labelled samples")
+    batch_size: int = Field(default=64, ge=1, le=1_000_000, description="samples per optimisation step")
+    lr: float = Field(default=0.01, gt=0, le=1, description="Adam learning rate")
+    weight_decay: float = Field(
+        default=1e-3, ge=0, le=10,
+        description="pull towards the current head (keeps other events as they are)"
+    )
+    infonce_weight: float = Field(default=0.5, ge=0, le=100, description="weight of the contrastive term")
+    infonce_temperature: float = Field(default=0.1, gt=0, le=10, description="InfoNCE temperature")
     distill_weight: float = Field(
-        0.5, ge=0, le=100, description="keep unlabelled samples' scores near the current head's"
+        default=0.5, ge=0, le=100, description="keep unlabelled samples' scores near the current head's"
     )
     calibration_scale: tuple[float, float] = Field(
-        (0.25, 4.0), description="bounds of the per-event calibration scale k (no step functions)"
+        default=(0.25, 4.0), description="bounds of the per-event calibration scale k (no step functions)"
     )
-    min_labelled: int = Field(8, ge=1, le=1_000_000, description="refuse to train on fewer")
-    max_unlabelled: int = Field(2000, ge=0, le=10_000_000, description="unlabelled samples used")
+    min_labelled: int = Field(default=8, ge=1, le=1_000_000, description="refuse to train on fewer")
+    max_unlabelled: int = Field(default=2000, ge=0, le=10_000_000, description="unlabelled samples used")
     gate: GateConfig = Field(default_factory=GateConfig)
 
     @model_validator(mode="after")
@@ -194,14 +213,14 @@ class RetrainConfig(_Section):
 class SamplesConfig(_Section):
     """On-device samples for retraining (embeddings always; raw media only if allowed)."""
 
-    enabled: bool = Field(True, description="log samples on the triggers below")
-    dir: Path = Field(Path("state/samples"), description="index + sample files (created 0700)")
+    enabled: bool = Field(default=True, description="log samples on the triggers below")
+    dir: Path = Field(default=Path("state/samples"), description="index + sample files (created 0700)")
     triggers: TriggersConfig = Field(default_factory=TriggersConfig)
     caps: CapsConfig = Field(default_factory=CapsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     raw_media: RawMediaConfig = Field(default_factory=RawMediaConfig)
     encryption: EncryptionConfig = Field(default_factory=EncryptionConfig)
-    queue_size: int = Field(64, ge=1, le=100_000, description="samples waiting for the disk writer")
+    queue_size: int = Field(default=64, ge=1, le=100_000, description="samples waiting for the disk writer")
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
 
     def resolved(self, base: Path) -> SamplesConfig:

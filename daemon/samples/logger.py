@@ -343,6 +343,7 @@ class SampleLogger:
             self._write(item)
 
     def _write(self, p: _Pending) -> None:
+        assert self.store is not None  # the writer thread runs only while the store is open
         s = p.sample
         raw = self.cfg.raw_media
         try:
@@ -370,6 +371,7 @@ class SampleLogger:
                 log.exception("event=sample_label_error sample=%s", s.id)
 
     def _retention(self) -> None:
+        assert self.store is not None  # the writer thread runs only while the store is open
         try:
             self.store.enforce_retention()
         except Exception:  # noqa: BLE001 - e.g. the index is busy: next time

@@ -125,7 +125,7 @@ def _npz_bytes(s: Sample) -> bytes:
             arrays[name] = np.frombuffer(value, np.uint8)
     arrays["meta"] = np.frombuffer(json.dumps(s.meta(), allow_nan=False).encode(), np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # pyright: ignore[reportArgumentType] - numpy's stub types **kwds as allow_pickle
     return buf.getvalue()
 
 
@@ -176,5 +176,6 @@ def decode(blob: bytes, sample_id: str, cipher: Cipher | None = None, where: str
         tops=dict(meta.get("tops", {})), vision_features=arrays.get("vision_features"),
         audio_embeddings=arrays.get("audio_embeddings"), text=meta.get("text"),
         vision_probs=arrays.get("vision_probs"), audio_probs=arrays.get("audio_probs"),
-        commands={str(k): float(v) for k, v in meta.get("commands", {}).items()}, **media,
+        commands={str(k): float(v) for k, v in meta.get("commands", {}).items()},
+        **media,  # pyright: ignore[reportArgumentType] - jpeg/wav bytes only
     )

@@ -585,7 +585,7 @@ class SampleStore:
                 for name in ("vision_probs", "audio_probs"):
                     if getattr(s, name) is not None:
                         arrays[name] = getattr(s, name)
-                np.savez(out / f"{s.id}.npz", **arrays)
+                np.savez(out / f"{s.id}.npz", **arrays)  # pyright: ignore[reportArgumentType] - numpy stub
                 media = {}
                 for kind, ext in (("jpeg", "jpg"), ("wav", "wav")):
                     data = getattr(s, kind)

@@ -40,15 +40,15 @@ class SecurityConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    curve: bool = Field(False, description="encrypt and authenticate the PUB and control sockets")
+    curve: bool = Field(default=False, description="encrypt and authenticate the PUB and control sockets")
     keys_dir: Path = Field(
-        Path("keys"), description="server.key(_secret), client key pairs, authorized/ allowlist"
+        default=Path("keys"), description="server.key(_secret), client key pairs, authorized/ allowlist"
     )
     authorized_dir: Path | None = Field(
-        None, description="allowlist of client public keys (default: KEYS_DIR/authorized)"
+        default=None, description="allowlist of client public keys (default: KEYS_DIR/authorized)"
     )
     client_key: str = Field(
-        "client", pattern=r"^[A-Za-z0-9_.-]+$",
+        default="client", pattern=r"^[A-Za-z0-9_.-]+$",
         description="key pair the local CLI (send/status/tail) uses: KEYS_DIR/NAME.key_secret",
     )
 

@@ -36,10 +36,10 @@ class ReconnectConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay")
-    backoff_max_s: float = Field(10.0, gt=0, le=600, description="reconnect delay cap")
+    backoff_initial_s: float = Field(default=0.5, gt=0, le=60, description="first reconnect delay")
+    backoff_max_s: float = Field(default=10.0, gt=0, le=600, description="reconnect delay cap")
     down_after_failures: int = Field(
-        5,
+        default=5,
         ge=1,
         le=10_000,
         description="consecutive failures before the state is 'down' (retries continue)",

@@ -49,28 +49,28 @@ class CameraConfig(ReconnectConfig):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["camera"] = Field("camera", description="plugin tag")
-    id: str = Field("camera0", pattern=SOURCE_ID, description="source id in events and metrics")
+    type: Literal["camera"] = Field(default="camera", description="plugin tag")
+    id: str = Field(default="camera0", pattern=SOURCE_ID, description="source id in events and metrics")
     uri: str = Field(
-        "0",
+        default="0",
         min_length=1,
         description="'/dev/video0', a device index ('0'), a video file path, "
         "or an rtsp://, udp://, http(s):// URL",
     )
-    loop: bool = Field(False, description="files only: restart at the end instead of going down")
+    loop: bool = Field(default=False, description="files only: restart at the end instead of going down")
     fps: float | None = Field(
-        15.0,
+        default=15.0,
         gt=0,
         le=240,
         description="frames are read at the source rate and pushed at most at this rate "
         "(the rest are counted as rate skips); null pushes every frame",
     )
-    open_timeout_s: float = Field(5.0, gt=0, le=120, description="give up on an open after this")
+    open_timeout_s: float = Field(default=5.0, gt=0, le=120, description="give up on an open after this")
     read_timeout_s: float = Field(
-        3.0, gt=0, le=120, description="a read that delivers nothing for this long fails"
+        default=3.0, gt=0, le=120, description="a read that delivers nothing for this long fails"
     )
-    width: int | None = Field(None, ge=16, le=7680, description="requested/output frame width")
-    height: int | None = Field(None, ge=16, le=4320, description="requested/output frame height")
+    width: int | None = Field(default=None, ge=16, le=7680, description="requested/output frame width")
+    height: int | None = Field(default=None, ge=16, le=4320, description="requested/output frame height")
 
     @model_validator(mode="after")
     def _check(self) -> CameraConfig:

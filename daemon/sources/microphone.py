@@ -50,37 +50,37 @@ class MicrophoneConfig(ReconnectConfig):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["microphone"] = Field("microphone", description="plugin tag")
-    id: str = Field("mic0", pattern=SOURCE_ID, description="source id in events and metrics")
+    type: Literal["microphone"] = Field(default="microphone", description="plugin tag")
+    id: str = Field(default="mic0", pattern=SOURCE_ID, description="source id in events and metrics")
     device: str | int | None = Field(
-        None,
+        default=None,
         description="PortAudio device name (substring, e.g. 'pulse') or index; "
         "null: the default input",
     )
     sample_rate: int = Field(
-        SAMPLE_RATE,
+        default=SAMPLE_RATE,
         ge=SAMPLE_RATE,
         le=SAMPLE_RATE,
         description="fixed at 16000: use a device that resamples ('pulse', 'default', plughw)",
     )
     block: int = Field(
-        CHUNK_SAMPLES, ge=CHUNK_SAMPLES, le=CHUNK_SAMPLES, description="fixed at 512 (32 ms)"
+        default=CHUNK_SAMPLES, ge=CHUNK_SAMPLES, le=CHUNK_SAMPLES, description="fixed at 512 (32 ms)"
     )
     ring_seconds: float = Field(
-        10.0, ge=0, le=600, description="recent audio kept for pre-roll (MicrophoneSource.recent)"
+        default=10.0, ge=0, le=600, description="recent audio kept for pre-roll (MicrophoneSource.recent)"
     )
     open_timeout_s: float = Field(
-        5.0,
+        default=5.0,
         gt=0,
         le=60,
         description="time allowed from opening to the first callback (ALSA's pulse device "
         "takes 1.3-2 s after PortAudio is initialised)",
     )
     stall_timeout_s: float = Field(
-        2.0, gt=0, le=60, description="a running stream without a callback for this long is lost"
+        default=2.0, gt=0, le=60, description="a running stream without a callback for this long is lost"
     )
     use_adc_time: bool = Field(
-        True,
+        default=True,
         description="stamp chunks with the host-reported capture time of their last sample "
         "(bounded to 0.5 s before the callback) instead of the callback time",
     )

@@ -35,12 +35,12 @@ class WavFileConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["wavfile"] = Field("wavfile", description="plugin tag")
-    id: str = Field("wav0", pattern=SOURCE_ID, description="source id in events and metrics")
+    type: Literal["wavfile"] = Field(default="wavfile", description="plugin tag")
+    id: str = Field(default="wav0", pattern=SOURCE_ID, description="source id in events and metrics")
     path: Path = Field(description="WAV (or FLAC/OGG) file; any rate and channel count")
-    loop: bool = Field(False, description="restart at the end instead of going down")
+    loop: bool = Field(default=False, description="restart at the end instead of going down")
     realtime: bool = Field(
-        True,
+        default=True,
         description="pace chunks at 16 kHz real time; false: as fast as the queue accepts "
         "(use a 'block' queue to lose nothing)",
     )

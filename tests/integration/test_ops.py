@@ -250,7 +250,10 @@ def test_healthz_and_metrics_while_streaming(rig) -> None:
     assert _value(second, "perceptd_healthy") == 1.0
     assert _value(second, "perceptd_source_up", source="camera0", kind="camera") == 1.0
     assert _value(second, "perceptd_model_info", version=body["model_version"]) == 1.0
-    assert _value(second, "perceptd_queue_dropped_total", queue="frames", reason="overflow") >= 0
+    # the drop counter is exported per queue and reason (_value asserts the series is present)
+    # and, being a counter, never goes back between scrapes
+    dropped = ("perceptd_queue_dropped_total", {"queue": "frames", "reason": "overflow"})
+    assert _value(second, dropped[0], **dropped[1]) >= _value(first, dropped[0], **dropped[1])
     assert _value(second, "perceptd_lifecycle_state", state="running") == 1.0
     assert _value(second, "perceptd_control_requests_total", type="reload") == 0
     assert _value(second, "process_resident_memory_bytes") > 0

@@ -110,6 +110,10 @@ def verify_bundle(path: Path) -> Bundle:
     for name, entry in manifest["models"].items():
         if entry.get("file") not in manifest["files"]:
             raise BundleError(f"{path / MANIFEST}: models.{name}.file not covered by a sha256")
+        # the entry's own hash (bundles before it was added have none) must be the verified one
+        if "sha256" in entry and entry["sha256"] != manifest["files"][entry["file"]]:
+            raise BundleError(
+                f"{path / MANIFEST}: models.{name}.sha256 differs from files[{entry['file']!r}]")
         _check_parity(path / MANIFEST, name, entry)
     return Bundle(path.resolve(), manifest)
 

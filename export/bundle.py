@@ -188,6 +188,8 @@ def build_bundle(
         files = {
             p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST
         }
+        for entry in models.values():  # the documented contract: every model entry has its hash
+            entry["sha256"] = files[entry["file"]]
         manifest = {
             "version": version,
             "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),

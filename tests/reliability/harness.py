@@ -143,6 +143,9 @@ def clone_version(root: Path, base: str, version: str, edit: Callable[[Path], No
     manifest["version"] = version
     if rehash:
         manifest["files"] = {rel: sha256_file(dst / rel) for rel in manifest["files"]}
+        for entry in manifest["models"].values():
+            if "sha256" in entry:
+                entry["sha256"] = manifest["files"][entry["file"]]
     replace_file(mpath, json.dumps(manifest, indent=1).encode())
     return dst
 

@@ -53,5 +53,7 @@ def clone_version(root: Path, src: str, new: str, *, corrupt: str | None = None)
         _replace(fusion, bytes(data))
         if corrupt == "load":
             manifest["files"][fusion.name] = sha256_file(fusion)
+            if "sha256" in manifest["models"]["fusion"]:
+                manifest["models"]["fusion"]["sha256"] = manifest["files"][fusion.name]
     (dst / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return dst

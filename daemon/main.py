@@ -56,6 +56,7 @@ def run_main(args: argparse.Namespace) -> int:
                           getattr(args, "loop", False))
     notifier = Notifier()
     daemon = Daemon(cfg, notify=notifier)
+    daemon.config_path = Path(args.config).resolve()  # the console's Retrain runs with it
     stop = threading.Event()
 
     def on_signal(signum: int, _frame) -> None:

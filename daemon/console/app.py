@@ -36,6 +36,7 @@ from werkzeug.wrappers import Request, Response
 from perceptd.daemon.console.config import ConsoleConfig
 from perceptd.daemon.console.feed import Feed
 from perceptd.daemon.console.host import DaemonView, LabelRefused
+from perceptd.daemon.console.retrain import Retrainer, RetrainRefused
 from perceptd.daemon.console.teach import PromptTrial, TryBusy
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ MAX_BODY = 64 * 1024  # as on the control socket
 POSTS_PER_S = 10.0
 HEARTBEAT_S = 15.0
 MAX_LABEL_IDS = 500
+THUMB_FPS = 2.0
+THUMB_WIDTH = 320
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
@@ -103,11 +106,14 @@ class Console:
         self.feed = Feed(cfg.recent_events)
         self.csrf = secrets.token_urlsafe(32)  # per process; rendered into the page
         self.trial = PromptTrial(view.models, view.latest_rows)
+        self.retrainer = Retrainer(view.config_path, view.config)
         self._static = _static_table()
         self._posts = _RateLimit(POSTS_PER_S, burst=20)
         self._stopped = threading.Event()
         self._live_cache: tuple[float, bytes] = (0.0, b"")
         self._live_lock = threading.Lock()
+        self._thumbs: dict[str, tuple[float, bytes]] = {}
+        self._thumb_lock = threading.Lock()
         self.url_map = Map([
             Rule("/", endpoint="index", methods=["GET"]),
             Rule("/static/<name>", endpoint="static", methods=["GET"]),
@@ -117,6 +123,12 @@ class Console:
             Rule("/api/samples", endpoint="samples", methods=["GET"]),
             Rule("/api/samples/label", endpoint="label", methods=["POST"]),
             Rule("/api/try", endpoint="try_prompt", methods=["POST"]),
+            Rule("/api/thumb/<camera>", endpoint="thumb", methods=["GET"]),
+            Rule("/api/retrain", endpoint="retrain_status", methods=["GET"]),
+            Rule("/api/retrain/start", endpoint="retrain_start", methods=["POST"]),
+            Rule("/api/retrain/<int:job>/gate.png", endpoint="retrain_png", methods=["GET"]),
+            Rule("/api/retrain/promote", endpoint="promote", methods=["POST"]),
+            Rule("/api/retrain/rollback", endpoint="rollback", methods=["POST"]),
         ])
 
     # ------------------------------------------------------------------ auth
@@ -177,6 +189,7 @@ class Console:
     def stop(self) -> None:
         self._stopped.set()
         self.feed.close()
+        self.retrainer.stop()
 
     # ------------------------------------------------------------------ pages
 
@@ -293,3 +306,67 @@ class Console:
             return _json({"ok": False, "error": str(exc)}, 429)
         except ValueError as exc:
             return _json({"ok": False, "error": str(exc)}, 400)
+
+    # ------------------------------------------------------------------ retrain
+
+    def on_retrain_status(self, _request: Request) -> Response:
+        return _json({"ok": True, **self.retrainer.status()})
+
+    def on_retrain_start(self, _request: Request) -> Response:
+        try:
+            return _json({"ok": True, **self.retrainer.start()})
+        except RetrainRefused as exc:
+            return _json({"ok": False, "error": str(exc)}, 409)
+
+    def on_retrain_png(self, _request: Request, job: int) -> Response:
+        png = self.retrainer.png(job)
+        if png is None:
+            raise NotFound(f"no gate report image for retrain {job}")
+        return Response(png, 200, content_type="image/png")
+
+    def _switch(self, fn: Any) -> Response:
+        starting = self._starting()
+        if starting:
+            return starting
+        try:
+            result = fn()
+        except RetrainRefused as exc:
+            return _json({"ok": False, "error": str(exc)}, 409)
+        return _json(result, 200 if result["ok"] else 409)
+
+    def on_promote(self, _request: Request) -> Response:
+        return self._switch(self.retrainer.promote)
+
+    def on_rollback(self, _request: Request) -> Response:
+        return self._switch(self.retrainer.rollback)
+
+    # ------------------------------------------------------------------ thumbnails
+
+    def on_thumb(self, _request: Request, camera: str) -> Response:
+        """A small JPEG of the camera's newest frame, encoded only when a page asks for it (at most
+        THUMB_FPS per camera however many pages ask): nothing is encoded while no page watches."""
+        jpeg = self._thumb(camera)
+        if jpeg is None:
+            raise NotFound(f"no frame from camera {camera!r}")
+        return Response(jpeg, 200, content_type="image/jpeg")
+
+    def _thumb(self, camera: str) -> bytes | None:
+        now = time.monotonic()
+        with self._thumb_lock:
+            hit = self._thumbs.get(camera)
+            if hit is not None and now - hit[0] < 1.0 / THUMB_FPS:
+                return hit[1]
+            image = self.view.camera_image(camera) if self.view.ready() else None
+            if image is None:
+                return None
+            import cv2
+
+            h, w = image.shape[:2]
+            if w > THUMB_WIDTH:
+                image = cv2.resize(image, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))),
+                                   interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 70])
+            if not ok:
+                return None
+            self._thumbs[camera] = (now, buf.tobytes())
+            return self._thumbs[camera][1]

@@ -8,6 +8,7 @@ stage's `latest_rows()`; it never holds a lock of the pipeline nor waits for a s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from perceptd.daemon.fusion.timeline import Row
@@ -22,6 +23,9 @@ class DaemonView(Protocol):
     def event_names(self) -> list[str]: ...
     def samples(self, limit: int, trigger: str | None, event: str | None) -> list[dict[str, Any]]: ...
     def label(self, sample_id: str, event: str) -> None: ...
+    def config(self) -> Any: ...
+    def camera_image(self, camera_id: str) -> Any: ...
+    def config_path(self) -> Path | None: ...
 
 
 class LabelRefused(Exception):
@@ -94,3 +98,17 @@ class DaemonAdapter:
             logger.label(sample_id, event, source="console")
         except LabelError as exc:
             raise LabelRefused(str(exc)) from None
+
+    def config(self) -> Any:
+        return self._d.cfg
+
+    def config_path(self) -> Path | None:
+        """The file `perceptd run -c` read (None for the demo's generated config)."""
+        return getattr(self._d, "config_path", None)
+
+    def camera_image(self, camera_id: str) -> Any:
+        """The newest frame a camera emitted (BGR array), or None; never waits."""
+        for src in self._d.sources:
+            if src.source_id == camera_id and hasattr(src, "last_image"):
+                return src.last_image
+        return None

@@ -273,6 +273,7 @@ class CameraSource(Source):
 
     def _emit(self, image: np.ndarray, t_ns: int) -> None:
         seq = self._next_seq(t_ns)
+        self.last_image = image  # one reference: the console's thumbnail reads it when asked
         # A file is replay: on a `block` queue it waits for room (nothing lost, and no frame
         # decoded only to be dropped); live sources never wait (_offer ignores `wait` unless
         # the queue's policy is `block`).

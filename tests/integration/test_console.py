@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from perceptd.daemon.bundle import pointer_target, verify_bundle
+from perceptd.daemon.config import load_config
 from perceptd.daemon.console.config import hash_token
-from tests.rigs.daemon import DaemonProcess, daemon_config
+from tests.rigs.bundles import link_bundle
+from tests.rigs.daemon import Collector, DaemonProcess, daemon_config
 
 REPO = Path(__file__).resolve().parents[2]
 CAT = REPO / "samples" / "images" / "cat.jpg"
@@ -110,6 +113,16 @@ def test_live_view_shows_sources_stages_and_events_as_they_happen(rig, page) -> 
     assert "vision" in page.inner_text("#active .ev[data-event='cat_present']")
 
 
+def test_live_view_shows_the_camera_thumbnail(rig, page) -> None:
+    page.wait_for_selector("#thumbs img.thumb[data-camera='camera0']", timeout=10_000)
+    page.wait_for_function("(() => { const i = document.querySelector(\"img.thumb[data-camera='camera0']\");"
+                           " return i && i.complete && i.naturalWidth === 320; })()", timeout=10_000)
+    status, headers, body = _http(rig["url"] + "/api/thumb/camera0")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
+    for cam in ("nope", "speaker", "..%2f..%2fetc%2fpasswd"):
+        assert _http(rig["url"] + f"/api/thumb/{cam}")[0] == 404, cam
+
+
 def test_clicking_an_event_shows_its_weights(page) -> None:
     page.wait_for_selector("#events li[data-topic='event.cat_present']", timeout=20_000)
     page.click("#events li[data-topic='event.cat_present']")
@@ -160,14 +173,15 @@ def test_post_without_csrf_token_is_refused(rig) -> None:
         status, _h, payload = _http(rig["url"] + "/api/samples/label", body, headers)
         assert status == 403, payload
         assert b"CSRF" in payload
-    status, _h, _p = _http(rig["url"] + "/api/try", b'{"text": "a cat"}',
-                           {"Content-Type": "application/json"})
-    assert status == 403
+    for path in ("/api/try", "/api/retrain/start", "/api/retrain/promote", "/api/retrain/rollback"):
+        status, _h, _p = _http(rig["url"] + path, b'{"text": "a cat"}', {"Content-Type": "application/json"})
+        assert status == 403, path
 
 
 def test_no_request_path_reaches_the_file_system(rig) -> None:
     for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fconfig.py",
-                 "/static/index.html", "/../../etc/passwd", "/api/../config.yaml"):
+                 "/static/index.html", "/../../etc/passwd", "/api/../config.yaml",
+                 "/api/retrain/1/gate.png", "/api/retrain/../../gate.png", "/api/retrain/x/gate.png"):
         status, _h, body = _http(rig["url"] + path)
         assert status == 404, (path, status)
         assert b"import" not in body and b"root:" not in body
@@ -208,3 +222,104 @@ def test_with_a_token_requests_without_it_get_401(tmp_path: Path) -> None:
         assert status == 200 and b"csrf-token" in body
     finally:
         daemon.terminate()
+
+
+# ---------------------------------------------------------------- Teach: Retrain -> gate -> Promote
+
+# as tests/integration/test_retrain.py: a new event `my_pet` taught with labelled photo views shown
+# one every 15 minutes over the last day (distinct time blocks), so the gate can judge it
+MY_PET = {"name": "my_pet", "prompts": ["my pet"], "modalities": ["vision", "audio"]}
+PLAN = {"cat": (14, ["my_pet", "cat_present"]), "astronaut": (6, ["person_present"]),
+        "motorcycle": (6, ["vehicle_nearby"]), "coffee": (6, []), "rocket": (4, []), "space": (4, []),
+        "grass": (6, []), "brick": (4, []), }
+WAVS = {"turn_on_the_kitchen_lights": ["speech"], "silence": []}
+VIEW_EVERY_S = 900
+
+
+@pytest.fixture(scope="module")
+def teach_rig(tmp_path_factory, bundle_dir):
+    from perceptd.daemon.inference.models import load_models
+    from perceptd.daemon.inference.session import SessionOptions
+    from perceptd.daemon.samples.store import SampleStore
+    from tests.rigs.samples import add_to_store, make_samples
+
+    tmp = tmp_path_factory.mktemp("console-teach")
+    root = tmp / "bundle"
+    v0 = link_bundle(bundle_dir, root)  # a throwaway root: promotion never touches the shared bundle
+    events = yaml.safe_load((REPO / "config.yaml").read_text())["events"] + [MY_PET]
+    cfg_path = daemon_config(
+        tmp, bundle={"dir": str(root), "version": "current"}, events=events,
+        sources={"cameras": [{"id": "camera0", "uri": str(CAT), "fps": 4, "loop": True}]},
+        samples={"dir": str(tmp / "samples"), "retrain": {"gate": {"latency_budget_ms": 25}}},
+        speech={"enabled": False})
+    cfg = load_config(cfg_path)
+    models = load_models(verify_bundle(root / v0), cfg.events, SessionOptions("cpu", 1), with_face=False)
+    start = time.time_ns() - 24 * 3600 * 10**9
+
+    def shown_at(stem: str, i: int) -> int:
+        return start + (i * len(PLAN) + list(PLAN).index(stem)) * VIEW_EVERY_S * 10**9
+
+    with SampleStore(cfg.samples.dir, writer=True) as store:
+        add_to_store(store, make_samples(models, PLAN, seed=1, audio=WAVS, wall_ns=shown_at))
+    del models
+    daemon = DaemonProcess(cfg_path)
+    collector = Collector(daemon.events_endpoint)
+    try:
+        daemon.wait_ready(120)
+        yield {"daemon": daemon, "collector": collector, "root": root, "v0": v0,
+               "url": daemon.http_endpoint}
+    finally:
+        daemon.terminate()
+        collector.close()
+
+
+def test_retrain_gate_report_promote_and_rollback_in_the_browser(browser, teach_rig) -> None:
+    t = teach_rig
+    ctx = browser.new_context()
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        pg.goto(t["url"] + "/")
+        pg.wait_for_selector("#conn.ok", timeout=15_000)
+        pg.click("nav button[data-view='teach']")
+        pg.wait_for_selector("#rt-start:not([disabled])", timeout=10_000)
+        pg.click("#rt-start")
+        pg.wait_for_selector("#rt-state:has-text('running')", timeout=10_000)
+        status, _h, body = _http(t["url"] + "/api/retrain/start", b"{}",  # one at a time
+                                 {"Content-Type": "application/json",
+                                  "X-CSRF-Token": pg.get_attribute("meta[name='csrf-token']", "content")})
+        assert status == 409 and b"still running" in body, body
+        pg.wait_for_selector("#rt-verdict", timeout=420_000)
+        verdict = pg.locator("#rt-verdict")
+        version = verdict.get_attribute("data-version")
+        assert verdict.get_attribute("data-passed") == "true", pg.inner_text("#rt-report")
+        rules = pg.inner_text("#rt-rules")
+        for rule in ("per_event_f1", "macro_f1", "baselines", "slices", "parity", "latency"):
+            assert rule in rules
+        pg.wait_for_function("document.querySelector('#rt-png') && document.querySelector('#rt-png').complete"
+                             " && document.querySelector('#rt-png').naturalWidth > 100", timeout=10_000)
+        png = pg.get_attribute("#rt-png", "src")
+        assert png.startswith("/api/retrain/")
+        assert pointer_target(t["root"], "current") == t["v0"]  # passed, not promoted yet
+
+        since = time.monotonic()
+        pg.click("#rt-promote:not([disabled])")
+        pg.wait_for_selector("#rt-msg[data-done='promote']", timeout=60_000)
+        assert f"current -> {version}" in pg.inner_text("#rt-msg"), pg.inner_text("#rt-msg")
+        assert pointer_target(t["root"], "current") == version
+        assert pointer_target(t["root"], "previous") == t["v0"]
+        msg = t["collector"].wait_for(lambda m: m.get("model_version") == version, 30, since)
+        assert msg["model_version"] == version
+        pg.wait_for_selector("#rt-promote[disabled]", timeout=5_000)
+
+        pg.evaluate("delete document.querySelector('#rt-msg').dataset.done")
+        since = time.monotonic()
+        pg.click("#rt-rollback")
+        pg.wait_for_selector("#rt-msg[data-done='rollback']", timeout=60_000)
+        assert pointer_target(t["root"], "current") == t["v0"], pg.inner_text("#rt-msg")
+        msg = t["collector"].wait_for(lambda m: m.get("model_version") == t["v0"], 30, since)
+        assert msg["model_version"] == t["v0"]
+    finally:
+        ctx.close()
+    assert not errors, errors

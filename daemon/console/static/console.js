@@ -80,12 +80,36 @@ function drawActive() {
   box.replaceChildren(...[...active.values()].map((m) => el("div", {class: "ev", "data-event": m.event},
     el("strong", {}, m.event), el("span", {}, fmt(m.score)), weights(m.modalities))));
 }
+// camera thumbnails: fetched (and encoded by the daemon) only while this view is on screen
+const THUMB_MS = 500;
+function drawThumbs(cams) {
+  const box = $("#thumbs");
+  const have = [...box.querySelectorAll("img.thumb")].map((i) => i.dataset.camera);
+  if (have.join("|") === cams.join("|")) return;
+  if (!cams.length) { box.replaceChildren(el("p", {class: "muted"}, "no camera")); return; }
+  box.replaceChildren(...cams.map((c) => el("figure", {class: "cam"},
+    el("img", {class: "thumb", "data-camera": c, alt: c, width: "320"}), el("figcaption", {}, c))));
+  refreshThumbs();
+}
+function refreshThumbs() {
+  if (document.hidden || $("#view-live").hidden) return;
+  for (const img of document.querySelectorAll("img.thumb")) {
+    if (img.dataset.loading) continue;
+    img.dataset.loading = "1";
+    const next = new Image();
+    next.onload = () => { img.src = next.src; delete img.dataset.loading; };
+    next.onerror = () => { delete img.dataset.loading; };
+    next.src = `/api/thumb/${encodeURIComponent(img.dataset.camera)}?t=${Date.now()}`;
+  }
+}
+setInterval(refreshThumbs, THUMB_MS);
 function drawLive(s) {
   $("#model").textContent = s.model_version ? `model ${s.model_version} · ${s.state}` : s.state;
   if (!s.sources) return;
   rows($("#sources"), ["source", "kind", "state", "frames", "reconnects"],
     Object.entries(s.sources).map(([k, v]) => [k, v.kind,
       el("span", {class: "state-" + v.state}, v.state), v.captured, v.reconnects]));
+  drawThumbs(Object.entries(s.sources).filter(([, v]) => v.kind === "camera").map(([k]) => k));
   rows($("#stages"), ["stage", "fps", "items", "errors"],
     Object.entries(s.stages).map(([k, v]) => [k, fmt(v.fps, 1), v.items, v.errors]));
   rows($("#queues"), ["queue", "depth", "dropped"],
@@ -212,6 +236,59 @@ $("#try-form").addEventListener("submit", async (e) => {
     el("span", {class: "muted"}, `  ${r.fires ? "would fire" : "would not fire"} at threshold ${r.threshold_on}` +
       (r.camera ? ` · ${r.camera}` : "") + ` · model ${r.model_version}`)), t);
 });
+
+// ---------------------------------------------------------------- retrain
+let rtTimer = null, rtShown = null;
+function rtReport(st) {
+  const r = st.report;
+  if (!r) { $("#rt-report").replaceChildren(); rtShown = null; return; }
+  const key = `${st.job}:${r.promoted}`;
+  if (rtShown === key) return;
+  rtShown = key;
+  const rules = el("table", {id: "rt-rules"});
+  rows(rules, ["", "rule", "detail"], (r.rules || []).map((x) =>
+    [el("span", {class: x.passed ? "state-up" : "state-down"}, x.passed ? "ok" : "FAIL"), x.name, x.detail]));
+  const ev = el("table");
+  rows(ev, ["event", "F1 old", "F1 new"], Object.entries(r.per_event || {}).map(([n, e]) =>
+    [n, fmt(e.old.f1, 3), fmt(e.new.f1, 3)]));
+  const kids = [el("p", {id: "rt-verdict", "data-passed": String(r.passed), "data-version": r.bundle_version || ""},
+    el("b", {}, r.passed ? "gate PASSED" : "gate REFUSED"), ` · ${r.bundle_version} (from ${r.base_version})`,
+    el("br"), el("span", {class: "muted"}, r.outcome || "")), rules, ev];
+  if (st.png) kids.push(el("img", {id: "rt-png", src: st.png, alt: "gate report", style: "max-width:100%"}));
+  $("#rt-report").replaceChildren(...kids);
+}
+function rtRender(st) {
+  $("#rt-state").textContent = st.state;
+  $("#rt-state").className = "badge state-" + st.state;
+  $("#rt-start").disabled = st.state === "running" || !st.available;
+  if (!st.available) $("#rt-msg").textContent = "the daemon was not started from a config file";
+  $("#rt-progress").textContent = (st.progress || []).slice(-8).join("\n") || (st.error || "");
+  $("#rt-promote").disabled = !(st.state === "finished" && st.report && st.report.passed && !st.report.promoted);
+  rtReport(st);
+  clearTimeout(rtTimer);
+  if (st.state === "running") rtTimer = setTimeout(rtPoll, 1000);
+}
+async function rtPoll() {
+  const r = await fetch("/api/retrain", {credentials: "same-origin"});
+  rtRender(await r.json());
+}
+$("#rt-start").addEventListener("click", async () => {
+  $("#rt-msg").textContent = "";
+  const [status, r] = await post("/api/retrain/start", {});
+  if (!r.ok) { $("#rt-msg").textContent = `refused (${status}): ${r.error}`; return; }
+  rtRender(r);
+});
+async function rtSwitch(action) {
+  $("#rt-msg").textContent = `${action} ...`;
+  const [status, r] = await post(`/api/retrain/${action}`, {});
+  $("#rt-msg").textContent = r.ok ? `${action}: current -> ${r.current} (daemon ${r.daemon})`
+    : `${action} refused (${status}): ${r.error || r.detail || r.daemon}`;
+  $("#rt-msg").dataset.done = action;
+  rtPoll();
+}
+$("#rt-promote").addEventListener("click", () => rtSwitch("promote"));
+$("#rt-rollback").addEventListener("click", () => rtSwitch("rollback"));
+for (const b of document.querySelectorAll("nav button[data-view='teach']")) b.addEventListener("click", rtPoll);
 
 // ---------------------------------------------------------------- health
 async function loadHealth() {

@@ -150,7 +150,9 @@ def judge_taught(*, names: list[str], thresholds: np.ndarray, target: np.ndarray
         zs = b["zero_shot"]["heldout"]["f1"]
         pm = b["permuted"]["max_f1"]
         need_zs = round(zs + cfg.zero_shot_margin - cfg.f1_margin, 4)
-        need_pm = None if pm is None else round(pm + cfg.baseline_margin, 4)
+        # a perfect ranking from the prompt alone lets permuted labels reach 1.0 too (they only
+        # move the calibration): then matching it is all that can be asked
+        need_pm = None if pm is None else round(min(1.0, pm + cfg.baseline_margin), 4)
         entry.update(zero_shot=b["zero_shot"], permuted=b["permuted"],
                      required={"zero_shot": need_zs, "permuted": need_pm})
         entry["f1"].update(zero_shot=zs, permuted_max=pm, permuted_mean=b["permuted"]["mean_f1"])

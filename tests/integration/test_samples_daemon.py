@@ -204,5 +204,10 @@ def test_cli_label_export_purge(rig) -> None:
     assert len(rows) == n and any(r["labels"] == {"cat_present": 1} for r in rows)
     assert any((tmp / "export").glob("*.jpg")) and any((tmp / "export").glob("*.wav"))
     assert _cli(cfg, "purge").returncode != 0  # needs --older-than or --all
+    # labelled: this one, and the windows of spoken commands (the WAV says "turn on the kitchen
+    # lights", and a command labels its context)
+    labelled = json.loads(_cli(cfg, "list", "--labelled", "--json").stdout)["samples"]
+    assert sid in {s["id"] for s in labelled}
+    assert all(s["id"] == sid or s["trigger"] == "command" for s in labelled), labelled
     out = json.loads(_cli(cfg, "purge", "--all", "--unlabelled", "--json").stdout)
-    assert out["remaining"] == 1 and out["deleted"] == n - 1
+    assert out["remaining"] == len(labelled) and out["deleted"] == n - len(labelled)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -119,6 +120,7 @@ class Daemon:
         # was (last) reported and goes when its condition clears (a good swap, a good config)
         self._errors: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.swap_state: dict[str, Any] | None = None  # the last reload: loading|swapped|refused
+        self.config_path: Path | None = None  # the file `perceptd run -c` read (console Retrain)
 
     # ------------------------------------------------------------------ build
 

@@ -12,7 +12,8 @@ recognizer (faster-whisper) and the speech matcher (ASR confidence checks + Comm
 exactly as `perceptd probe --audio`. The noise is real background from media/ (the
 `background` list of media/manifest.json: room tone, tv, music, speech) when that folder
 exists, else pink noise (the JSON says which); the background clips alone (10 s each) are
-the noise-only / non-command-speech check.
+the noise-only / non-command-speech check. The recognizer runs as configured (`speech.prompt`,
+`speech.engine.beam_size`); the report names both and the recognition time per segment.
 
 Writes bench/results/commands-<stamp>.json and bench/results/commands.md.
 """
@@ -208,6 +209,7 @@ def spoken(cfg, bundle, work: Path, n: int, voices: tuple[str, ...], snrs=(None,
                                                  + cc.split(cc.NON_COMMANDS, h)]}
     work.mkdir(parents=True, exist_ok=True)
     rows = []
+    seg_ms: list[float] = []  # recognition + matching per VAD segment (the speech worker's cost)
     t_start = time.perf_counter()
     for i, (kind, text, want) in enumerate(said):
         for v, voice in enumerate(voices):
@@ -217,6 +219,7 @@ def spoken(cfg, bundle, work: Path, n: int, voices: tuple[str, ...], snrs=(None,
                                                       1000 * i + v, backgrounds)
                 pcm, _ = sf.read(path, dtype="float32")
                 res = recognise(pcm, models, engine, matcher, cfg.audio)
+                seg_ms += [r.asr_ms for r in res]
                 got = [r.verdict.event for r in res if r.verdict.accepted]
                 rows.append({"kind": kind, "text": text, "want": want, "voice": voice, "snr_db": snr,
                              "half": half_of.get(text), "got": got[0] if len(got) == 1 else (got or None),
@@ -238,7 +241,13 @@ def spoken(cfg, bundle, work: Path, n: int, voices: tuple[str, ...], snrs=(None,
                      "got": got or None, "transcripts": [r.transcript.text for r in res],
                      "verdicts": [r.verdict.reason for r in res]})
     wall = time.perf_counter() - t_start
-    out: dict[str, Any] = {"engine": engine.name, "voices": list(voices), "noise": noise_kind,
+    seg_stats = {"n": len(seg_ms), "p50": round(float(np.median(seg_ms)), 1),
+           "p90": round(float(np.percentile(seg_ms, 90)), 1)} if seg_ms else None
+    prompt = "custom initial_prompt" if cfg.speech.initial_prompt is not None else cfg.speech.prompt
+    out: dict[str, Any] = {"engine": engine.name, "prompt": prompt,
+                           "beam_size": getattr(cfg.speech.engine, "beam_size", None),
+                           "voices": list(voices), "noise": noise_kind,
+                           "segment_ms": seg_stats,
                            "wall_s": round(wall, 1), "clips": len(rows), "rows": rows}
     for snr in snrs:
         key = "clean" if snr is None else f"snr{snr:g}db"
@@ -283,7 +292,11 @@ def table(data: dict[str, Any]) -> str:
                 for h in (*HALVES, "all"):
                     row(f"spoken {key}", h, sp[key][h])
         nz = sp["noise_only"].get("noise", {})
-        lines += ["", f"Spoken: {sp['engine']}, voices {', '.join(sp['voices'])}, noise: {sp['noise']}; "
+        sm = sp.get("segment_ms") or {}
+        lines += ["", f"Spoken: {sp['engine']}, prompt {sp.get('prompt')}, beam {sp.get('beam_size')}, "
+                  f"recognition per segment p50 {sm.get('p50')} ms / p90 {sm.get('p90')} ms "
+                  f"({sm.get('n')} segments, 1 thread, shared CPU), "
+                  f"voices {', '.join(sp['voices'])}, noise: {sp['noise']}; "
                   f"noise-only clips accepted as commands: {nz.get('accepted')}/{nz.get('n')}; "
                   f"{sp['clips']} clips in {sp['wall_s']} s."]
     tm = data["timing"]

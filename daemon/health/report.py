@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-_LIVE_STATES = ("running", "degraded")
+LIVE_STATES = ("running", "degraded")
 
 
 class HasHeartbeat(Protocol):
@@ -76,7 +76,7 @@ def evaluate(daemon: Any, required_sources: Iterable[str], stall_after_s: float,
     state = str(daemon.lifecycle.state)
     problems: list[str] = []
     warnings: list[str] = []
-    if state not in _LIVE_STATES:
+    if state not in LIVE_STATES:
         problems.append(f"lifecycle {state}")
     req = list(required_sources)
     sources: dict[str, dict[str, Any]] = {}
@@ -99,7 +99,7 @@ def evaluate(daemon: Any, required_sources: Iterable[str], stall_after_s: float,
         warnings.append(speech.warning)
     started_ns = int(getattr(daemon, "started_ns", 0))
     stages = stalled_stages([*daemon.stages, daemon.fusion], stall_after_s, now_ns, started_ns)
-    if state in _LIVE_STATES:
+    if state in LIVE_STATES:
         problems += [f"stage {n} stalled {s.heartbeat_age_s:.1f} s" for n, s in stages.items()
                      if s.stalled]
         for name in ("publisher", "control"):

@@ -213,7 +213,12 @@ def test_with_a_token_requests_without_it_get_401(tmp_path: Path) -> None:
             assert status == 401, (path, status)
         status, _h, _b = _http(url + "/", headers={"Authorization": "Bearer wrong-token"})
         assert status == 401
-        status, _h, body = _http(url + "/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
+        deadline = time.monotonic() + 30  # 503 "starting" until the bundle has loaded
+        while True:
+            status, _h, body = _http(url + "/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
+            if status != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert status == 200 and json.loads(body)["ok"]
         status, headers, _b = _http(url + f"/?token={TOKEN}")  # browser login: token -> cookie
         assert status == 303 and "HttpOnly" in headers["Set-Cookie"]

@@ -398,7 +398,7 @@ def missing_device(rig: Rig, late_cam: str, late_path: Path, dev_cam: str) -> Re
     res.notes.append(f"started {st['state']}; {dev_cam} (/dev/video*) {st['sources'][dev_cam]['state']}")
     code, body = rig.healthz()
     named = all(any(cid in p for p in body.get("problems", [])) for cid in (late_cam, dev_cam))
-    res.notes.append(f"/healthz {code} naming both sources: {named}")
+    res.notes.append(f"/healthz {code} naming both sources: {named} (problems: {body.get('problems')})")
     if code != 503 or not named:
         res.stayed_up = False
     tmp = late_path.with_name("making.mp4")

@@ -108,6 +108,9 @@ def test_a_taught_event_must_beat_its_baselines() -> None:
     # permuted labels reach 0.95: a perfect F1 is not 0.1 better, so nothing was shown to be learnt
     taught, rule = _judge(perfect, perm_max=0.95, zs=1.0)
     assert not rule.passed and "label-permutation baseline" in rule.detail
+    # permuted labels at the ceiling (1.0) cannot be beaten: matching them is enough
+    taught, rule = _judge(perfect, perm_max=1.0, zs=1.0)
+    assert rule.passed and taught["my_pet"]["verdict"] == "pass"
     # below the zero-shot prompt at its best threshold
     half = np.array([0.9, 0.1, 0.1, 0.2])
     taught, rule = _judge(half, perm_max=0.0, zs=1.0)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from perceptd.daemon.health.http import is_loopback_host
 
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -40,17 +41,8 @@ class ConsoleConfig(BaseModel):
         return None if v is None else v.strip().lower()
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_console_auth(http_host: str, console: ConsoleConfig) -> None:
     """A console reachable beyond loopback must ask for a token: the daemon refuses to start."""
-    if console.enabled and console.token_hash is None and not is_loopback(http_host):
+    if console.enabled and console.token_hash is None and not is_loopback_host(http_host):
         raise RuntimeError(f"http.host {http_host!r} serves the console beyond loopback without "
                          "authentication; set console.token_hash (or console.enabled: false)")

@@ -33,7 +33,8 @@ Route = Callable[[dict[str, str]], tuple[int, str, bytes]]
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def _is_loopback_host(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """A literal loopback address or `localhost` (what may bind without authentication)."""
     if host == "localhost":
         return True
     try:
@@ -61,7 +62,7 @@ class HttpConfig(BaseModel):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str, info: ValidationInfo) -> str:
-        if not _is_loopback_host(v) and not info.data.get("allow_insecure", False):
+        if not is_loopback_host(v) and not info.data.get("allow_insecure", False):
             raise ValueError(f"{v!r} serves health and metrics beyond loopback; "
                              "set allow_insecure: true to permit it")
         return v

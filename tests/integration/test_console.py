@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from perceptd.daemon.bundle import pointer_target, verify_bundle
+from perceptd.daemon.bundle import pointer_target
 from perceptd.daemon.config import load_config
 from perceptd.daemon.console.config import hash_token
 from tests.rigs.bundles import link_bundle
@@ -243,10 +243,7 @@ VIEW_EVERY_S = 900
 
 @pytest.fixture(scope="module")
 def teach_rig(tmp_path_factory, bundle_dir):
-    from perceptd.daemon.inference.models import load_models
-    from perceptd.daemon.inference.session import SessionOptions
-    from perceptd.daemon.samples.store import SampleStore
-    from tests.rigs.samples import add_to_store, make_samples
+    from tests.rigs.samples import store_dated_views
 
     tmp = tmp_path_factory.mktemp("console-teach")
     root = tmp / "bundle"
@@ -258,15 +255,7 @@ def teach_rig(tmp_path_factory, bundle_dir):
         samples={"dir": str(tmp / "samples"), "retrain": {"gate": {"latency_budget_ms": 25}}},
         speech={"enabled": False})
     cfg = load_config(cfg_path)
-    models = load_models(verify_bundle(root / v0), cfg.events, SessionOptions("cpu", 1), with_face=False)
-    start = time.time_ns() - 24 * 3600 * 10**9
-
-    def shown_at(stem: str, i: int) -> int:
-        return start + (i * len(PLAN) + list(PLAN).index(stem)) * VIEW_EVERY_S * 10**9
-
-    with SampleStore(cfg.samples.dir, writer=True) as store:
-        add_to_store(store, make_samples(models, PLAN, seed=1, audio=WAVS, wall_ns=shown_at))
-    del models
+    store_dated_views(cfg, root / v0, PLAN, WAVS, VIEW_EVERY_S)
     daemon = DaemonProcess(cfg_path)
     collector = Collector(daemon.events_endpoint)
     try:

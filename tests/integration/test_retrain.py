@@ -26,14 +26,11 @@ import yaml
 
 from perceptd.daemon.bundle import pointer_target, verify_bundle
 from perceptd.daemon.config import load_config
-from perceptd.daemon.inference.models import load_models
-from perceptd.daemon.inference.session import SessionOptions
-from perceptd.daemon.samples.store import SampleStore
 from tests.rigs.bundles import link_bundle
 from tests.rigs.daemon import Collector, DaemonProcess, daemon_config
 from tests.rigs.ffmpeg_stream import ffmpeg_available, make_video
 from tests.rigs.gate import check_time_blocks
-from tests.rigs.samples import add_to_store, make_samples
+from tests.rigs.samples import store_dated_views
 
 REPO = Path(__file__).resolve().parents[2]
 MY_PET = {"name": "my_pet", "prompts": ["my pet"], "modalities": ["vision", "audio"]}
@@ -69,15 +66,7 @@ def rig(tmp_path_factory, bundle_dir):
                  "retrain": {"gate": {"latency_budget_ms": 25}}},  # a busy 2-core CI box
     )
     cfg = load_config(cfg_path)
-    models = load_models(verify_bundle(root / v0), cfg.events, SessionOptions("cpu", 1), with_face=False)
-    start = time.time_ns() - 24 * 3600 * 10**9  # views of the photos in turn over the last day
-
-    def shown_at(stem: str, i: int) -> int:
-        return start + (i * len(PLAN) + list(PLAN).index(stem)) * VIEW_EVERY_S * 10**9
-
-    with SampleStore(cfg.samples.dir, writer=True) as store:
-        add_to_store(store, make_samples(models, PLAN, seed=1, audio=WAVS, wall_ns=shown_at))
-    del models
+    store_dated_views(cfg, root / v0, PLAN, WAVS, VIEW_EVERY_S)
     daemon = DaemonProcess(cfg_path)
     collector = Collector(daemon.events_endpoint)
     try:

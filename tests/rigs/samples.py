@@ -96,3 +96,22 @@ def add_to_store(store: SampleStore, samples: list[Sample]) -> None:
     for s in samples:
         reason = store.put(s)
         assert reason is None, reason
+
+
+def store_dated_views(cfg, bundle_path: Path, plan: dict[str, tuple[int, list[str]]],
+                      audio: dict[str, list[str]], every_s: int, seed: int = 1) -> None:
+    """Labelled views of the photos in `plan`, shown in turn one every `every_s` seconds over
+    the last day, into the config's sample store: independent time blocks for the retrain gate
+    (a teaching scenario that can pass it)."""
+    from perceptd.daemon.bundle import verify_bundle
+    from perceptd.daemon.inference.models import load_models
+    from perceptd.daemon.inference.session import SessionOptions
+
+    models = load_models(verify_bundle(bundle_path), cfg.events, SessionOptions("cpu", 1), with_face=False)
+    start = time.time_ns() - 24 * 3600 * 10**9
+
+    def shown_at(stem: str, i: int) -> int:
+        return start + (i * len(plan) + list(plan).index(stem)) * every_s * 10**9
+
+    with SampleStore(cfg.samples.dir, writer=True) as store:
+        add_to_store(store, make_samples(models, plan, seed=seed, audio=audio, wall_ns=shown_at))

@@ -59,7 +59,7 @@ def top_prompts(space: EventSpace, vecs: np.ndarray, prompt_texts: list[list[str
     out = []
     for s in sims:
         flat = np.argsort(-s, axis=None)[:k]
-        out.append([(prompt_texts[e][p], float(s[e, p]))
+        out.append([(prompt_texts[e][p], min(1.0, max(-1.0, float(s[e, p]))))  # float noise
                     for e, p in (np.unravel_index(i, s.shape) for i in flat)])
     return out
 

@@ -113,10 +113,20 @@ def test_live_view_shows_sources_stages_and_events_as_they_happen(rig, page) -> 
     assert "vision" in page.inner_text("#active .ev[data-event='cat_present']")
 
 
+def _loaded_width(page, selector: str, ok, timeout_s: float = 10.0) -> int:
+    """An <img>'s natural width once loaded, polled from here: wait_for_function compiles its
+    predicate in the page, which the console's Content-Security-Policy (no eval) refuses."""
+    deadline = time.monotonic() + timeout_s
+    width = 0
+    while time.monotonic() < deadline and not ok(width):
+        width = page.eval_on_selector(selector, "i => (i.complete ? i.naturalWidth : 0)")
+        time.sleep(0.2)
+    return width
+
+
 def test_live_view_shows_the_camera_thumbnail(rig, page) -> None:
     page.wait_for_selector("#thumbs img.thumb[data-camera='camera0']", timeout=10_000)
-    page.wait_for_function("(() => { const i = document.querySelector(\"img.thumb[data-camera='camera0']\");"
-                           " return i && i.complete && i.naturalWidth === 320; })()", timeout=10_000)
+    assert _loaded_width(page, "#thumbs img.thumb[data-camera='camera0']", lambda w: w == 320) == 320
     status, headers, body = _http(rig["url"] + "/api/thumb/camera0")
     assert status == 200 and headers["Content-Type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
     for cam in ("nope", "speaker", "..%2f..%2fetc%2fpasswd"):
@@ -291,8 +301,8 @@ def test_retrain_gate_report_promote_and_rollback_in_the_browser(browser, teach_
         rules = pg.inner_text("#rt-rules")
         for rule in ("per_event_f1", "macro_f1", "baselines", "slices", "parity", "latency"):
             assert rule in rules
-        pg.wait_for_function("document.querySelector('#rt-png') && document.querySelector('#rt-png').complete"
-                             " && document.querySelector('#rt-png').naturalWidth > 100", timeout=10_000)
+        pg.wait_for_selector("#rt-png", timeout=10_000)
+        assert _loaded_width(pg, "#rt-png", lambda w: w > 100) > 100
         png = pg.get_attribute("#rt-png", "src")
         assert png.startswith("/api/retrain/")
         assert pointer_target(t["root"], "current") == t["v0"]  # passed, not promoted yet

@@ -95,7 +95,9 @@ def test_clean_commands_in_two_voices(recognizer, clips) -> None:
     right = [k for k, c in zip(got, clips["clean"], strict=True) if got[k] == [c.expected]]
     wrong = {k: v for k, v in got.items() if v and v != [dict(SPOKEN)[k[0]]]}
     assert not wrong, wrong
-    assert len(right) >= len(got) - 1, got
+    # the recogniser's vocabulary hint trades recall for no near-miss ever acting on the house
+    # (docs/speech.md: 16-17 of these 18 between runs; 0 wrong commands is the hard line)
+    assert len(right) >= len(got) - 2, got
 
 
 def test_noisy_commands_at_10_db_at_least_7_of_8_per_voice(recognizer, clips) -> None:

@@ -122,9 +122,7 @@ def probe_text(m: ModelSet, text: str, cfg: Config, top: int, res: ProbeResult) 
     nearest = top_prompts(m.space, v[None], prompts, top)[0]
     res.modalities["text"] = {"text": text, "top": [[lab, p] for lab, p in nearest]}
     res.x[MODALITIES.index("text")] = v
-    res.text_evidence = np.zeros(len(m.space.names), np.float32)
-    for name, lo in command_logodds(m, text):
-        res.text_evidence[m.space.index(name)] = lo
+    res.text_evidence = m.space.per_event(command_logodds(m, text))
     res.mask[MODALITIES.index("text")] = 1
 
 
@@ -160,10 +158,9 @@ def _command_event(m: ModelSet, cfg: Config, res: ProbeResult, verdict) -> dict[
     x, mask = res.x.copy(), res.mask.copy()
     x[MODALITIES.index("text")] = m.text.embed([verdict.text])[0]
     mask[MODALITIES.index("text")] = 1
-    te = np.zeros((1, len(m.space.names)), np.float32)
-    for name, lo in command_logodds(m, verdict.text):
-        te[0, m.space.index(name)] = lo
-    r = m.fusion.fuse(x[None], mask[None], m.space, _row(res.probs_vision), _row(res.probs_audio), te)
+    te = m.space.per_event(command_logodds(m, verdict.text))
+    r = m.fusion.fuse(x[None], mask[None], m.space, _row(res.probs_vision), _row(res.probs_audio),
+                      te[None])
     i = m.space.index(verdict.event)
     ev = next(e for e in cfg.events if e.name == verdict.event)
     return {"event": verdict.event, "text": verdict.text, "score": float(r.scores[0, i]),

@@ -44,15 +44,15 @@ class EventConfig(BaseModel):
         default=None,
         ge=-1,
         le=1,
-        description="raw cosine a prompt must reach; commands default to 0.55 "
-        "(rejects near-misses such as 'turn on the fan')",
+        description="accepted so older configs load, ignored: commands are judged by the "
+        "command matcher (actions, objects, cues), other events by class evidence",
     )
     min_margin: float | None = Field(
         default=None,
         ge=0,
         le=1,
-        description="raw cosine by which an event must beat the best rival of its group; "
-        "commands default to 0.025 (an ambiguous phrase issues no command)",
+        description="accepted so older configs load, ignored: rivals of a group are separated "
+        "by their log-odds, commands by the command matcher's lead over the runner-up",
     )
     require: list[Modality] | None = Field(
         default=None,
@@ -109,30 +109,8 @@ class EventConfig(BaseModel):
         return ["text"] if self.kind == "command" else []
 
     @property
-    def effective_margin(self) -> float:
-        if self.min_margin is not None:
-            return self.min_margin
-        return 0.025 if self.kind == "command" else 0.0
-
-    @property
-    def effective_combine(self) -> str:
-        return self.combine
-
-    @property
     def class_evidence_off(self) -> list[str]:
         return [m for m in ("vision", "audio") if m not in self.class_evidence]
-
-    @property
-    def effective_group_margin(self) -> float:
-        """The head separates rivals by log-odds: 0 for everything but an explicit setting
-        (commands are separated by the command matcher already)."""
-        return 0.0
-
-    @property
-    def effective_floor(self) -> float:
-        if self.min_similarity is not None:
-            return self.min_similarity
-        return 0.55 if self.kind == "command" else -1.0
 
     @model_validator(mode="after")
     def _hysteresis(self) -> EventConfig:

@@ -46,6 +46,14 @@ class EventSpace:
     def index(self, name: str) -> int:
         return self.names.index(name)
 
+    def per_event(self, pairs: tuple[tuple[str, float], ...]) -> np.ndarray:
+        """(event name, value) pairs -> [E] in this vocabulary's order (0 where absent)."""
+        out = np.zeros(len(self.names), np.float32)
+        for name, value in pairs:
+            if name in self.names:
+                out[self.names.index(name)] = value
+        return out
+
 
 def top_prompts(space: EventSpace, vecs: np.ndarray, prompt_texts: list[list[str]],
                 k: int) -> list[list[tuple[str, float]]]:
@@ -116,16 +124,19 @@ def _affine(bundle: Bundle, names: list[str]) -> np.ndarray:
     return aff
 
 
-def _class_space(bundle: Bundle, queries: np.ndarray, mask: np.ndarray, allowed: np.ndarray
+def _class_space(bundle: Bundle, bg: dict[str, np.ndarray], queries: np.ndarray,
+                 mask: np.ndarray, allowed: np.ndarray
                  ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]]:
-    """Per classifier modality: (relevance [E,C], coverage [E], similarity [E,C], labels)."""
+    """Per classifier modality: (relevance [E,C], coverage [E], similarity [E,C], labels).
+    `bg` are the loaded backgrounds: a classifier's background is its class vectors."""
     pre = bundle.preprocessing("fusion")
+    files = bundle.manifest.get("files", {})
     out = {}
     for modality in ("vision", "audio"):
-        vecs = _load_npy(bundle, f"{modality}_class_embeddings.npy")
         labels = bundle.labels(modality)
-        if vecs is None or not labels:
-            continue
+        if pre["background"].get(modality) not in files or not labels:
+            continue  # no class vectors in this bundle (its background fell back to text)
+        vecs = bg[modality]
         sims = [relevance.prompt_similarity(vecs, queries, mask)]
         # vision: also the plain names (crisp) and the descriptions' kinds ("dog breed ...")
         for key in ("vision_class_names", "vision_class_kinds") if modality == "vision" else ():
@@ -153,7 +164,8 @@ def compile_events(events: list[EventConfig], embed, bundle: Bundle) -> EventSpa
         [[1.0 if m in e.modalities else 0.0 for m in MODALITIES] for e in events], np.float32
     )
     min_sigma = float(bundle.preprocessing("fusion").get("min_sigma", 0.02))
-    calib = _calibrate(queries, mask, backgrounds(bundle), min_sigma)
+    bg = backgrounds(bundle)
+    calib = _calibrate(queries, mask, bg, min_sigma)
     names = [e.name for e in events]
     groups = [e.effective_group for e in events]
     competes = np.array(
@@ -162,9 +174,9 @@ def compile_events(events: list[EventConfig], embed, bundle: Bundle) -> EventSpa
     required = np.array(
         [[1.0 if m in e.effective_required else 0.0 for m in MODALITIES] for e in events], np.float32
     )
-    margin = np.array([e.effective_group_margin for e in events], np.float32)
+    margin = np.zeros(len(events), np.float32)  # rivals: the best one's log-odds, no extra lead
     n = len(events)
-    classes = _class_space(bundle, queries, mask, allowed)
+    classes = _class_space(bundle, bg, queries, mask, allowed)
     rel_v = classes["vision"][0] if "vision" in classes else np.zeros((n, 1000), np.float32)
     rel_a = classes["audio"][0] if "audio" in classes else np.zeros((n, 521), np.float32)
     cov = np.zeros((n, len(MODALITIES)), np.float32)
@@ -174,7 +186,7 @@ def compile_events(events: list[EventConfig], embed, bundle: Bundle) -> EventSpa
         for modality in e.class_evidence_off:
             cov[i, MODALITIES.index(modality)] = 0.0
     from_matcher = np.array([1.0 if e.kind == "command" else 0.0 for e in events], np.float32)
-    combine = np.array([[1.0 if e.effective_combine == m else 0.0 for m in COMBINE_MODES]
+    combine = np.array([[1.0 if e.combine == m else 0.0 for m in COMBINE_MODES]
                         for e in events], np.float32)
     class_names = tuple(
         {m: tuple(relevance.top_classes(rel[i:i + 1], sim[i:i + 1], labels)[0])

@@ -70,9 +70,7 @@ def row_evidence(rows: list[Row], space: EventSpace
         if a is not None and a.probs is not None and a.probs.shape[0] == pa.shape[1]:
             pa[b] = a.probs
         if t is not None:
-            for name, lo in t.commands:
-                if name in space.names:
-                    te[b, space.index(name)] = lo
+            te[b] = space.per_event(t.commands)
     return pv, pa, te
 
 

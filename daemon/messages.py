@@ -355,6 +355,7 @@ class EventMessage:
     score: float
     modalities: Mapping[str, ModalityScore]
     sample_id: str | None = None
+    snapshot: str | None = None  # on a start, where `snapshots:` keeps frames; absent otherwise
 
     def __post_init__(self) -> None:
         _require(bool(_EVENT_NAME_RE.fullmatch(self.event)),
@@ -374,6 +375,9 @@ class EventMessage:
             "score": self.score,
             "modalities": {k: v.to_wire() for k, v in self.modalities.items()},
             "sample_id": self.sample_id,
+            # only where a snapshot was kept: with `snapshots:` off (the default) the wire is as
+            # it was, so readers of schema_version 1 before the field need no change
+            **({"snapshot": self.snapshot} if self.snapshot is not None else {}),
         }
 
     @classmethod

@@ -17,6 +17,7 @@ from perceptd.daemon.publish.mqtt import MqttConfig
 from perceptd.daemon.publish.zmq_pub import PublisherConfig
 from perceptd.daemon.samples.config import SamplesConfig
 from perceptd.daemon.security.curve import SecurityConfig
+from perceptd.daemon.snapshots.config import SnapshotConfig
 from perceptd.daemon.sources.camera import CameraConfig
 from perceptd.daemon.sources.microphone import MicrophoneConfig
 from perceptd.daemon.sources.wavfile import WavFileConfig
@@ -122,6 +123,7 @@ class Config(_Section):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
+    snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
     events: list[EventConfig] = Field(default_factory=list, description="the event vocabulary")
 
     _check_events = field_validator("events")(classmethod(lambda cls, v: check_unique_names(v)))
@@ -139,6 +141,7 @@ class Config(_Section):
         if not data.runtime.tensorrt_cache.is_absolute():
             data.runtime.tensorrt_cache = (base / data.runtime.tensorrt_cache).resolve()
         data.samples = data.samples.resolved(base)
+        data.snapshots = data.snapshots.resolved(base)
         data.speech = data.speech.resolved(base)
         for f in data.sources.audio_files:
             if not f.path.is_absolute():

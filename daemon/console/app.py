@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
@@ -124,6 +124,8 @@ class Console:
             Rule("/api/samples/label", endpoint="label", methods=["POST"]),
             Rule("/api/try", endpoint="try_prompt", methods=["POST"]),
             Rule("/api/thumb/<camera>", endpoint="thumb", methods=["GET"]),
+            Rule("/api/snapshot/<sid>", endpoint="snapshot", methods=["GET"]),
+            Rule("/api/snapshot/<sid>/<camera>.jpg", endpoint="snapshot_image", methods=["GET"]),
             Rule("/api/retrain", endpoint="retrain_status", methods=["GET"]),
             Rule("/api/retrain/start", endpoint="retrain_start", methods=["POST"]),
             Rule("/api/retrain/<int:job>/gate.png", endpoint="retrain_png", methods=["GET"]),
@@ -339,6 +341,26 @@ class Console:
 
     def on_rollback(self, _request: Request) -> Response:
         return self._switch(self.retrainer.rollback)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def on_snapshot(self, _request: Request, sid: str) -> Response:
+        """A snapshot's meta (event, time, cameras); the store checks the id's form before any
+        path is built, and camera names map to files through the meta, never through the URL."""
+        meta = self.view.snapshot_meta(sid)
+        if meta is None:
+            raise NotFound(f"no snapshot {sid!r} (snapshots off, evicted by retention, or not kept)")
+        cams = sorted(meta.get("cameras", {}))
+        return _json({"ok": True, "id": sid, "event": meta.get("event"), "wall_time": meta.get("wall_time"),
+                      "cameras": cams, "images": {c: f"/api/snapshot/{sid}/{quote(c)}.jpg" for c in cams}})
+
+    def on_snapshot_image(self, _request: Request, sid: str, camera: str) -> Response:
+        jpeg = self.view.snapshot_image(sid, camera)
+        if jpeg is None:
+            raise NotFound(f"no image of camera {camera!r} in snapshot {sid!r}")
+        resp = Response(jpeg, 200, content_type="image/jpeg")
+        resp.headers["Cache-Control"] = "private, max-age=3600"  # a snapshot never changes
+        return resp
 
     # ------------------------------------------------------------------ thumbnails
 

@@ -26,6 +26,8 @@ class DaemonView(Protocol):
     def config(self) -> Any: ...
     def camera_image(self, camera_id: str) -> Any: ...
     def config_path(self) -> Path | None: ...
+    def snapshot_meta(self, snapshot_id: str) -> dict[str, Any] | None: ...
+    def snapshot_image(self, snapshot_id: str, camera: str) -> bytes | None: ...
 
 
 class LabelRefused(Exception):
@@ -68,6 +70,8 @@ class DaemonAdapter:
             "latency_ms": {k[0]: {"p50": _q(s, 0.5), "p99": _q(s, 0.99), "count": s.count}
                            for k, s in sorted(lat.items())},
             "speech": st["speech"], "errors": st["errors"],
+            "audio_levels": dict(self._d.audio.levels),  # dBFS per audio source
+            "snapshots": st.get("snapshots"),
         }
 
     def models(self) -> Any:
@@ -112,3 +116,11 @@ class DaemonAdapter:
             if src.source_id == camera_id and hasattr(src, "last_image"):
                 return src.last_image
         return None
+
+    def snapshot_meta(self, snapshot_id: str) -> dict[str, Any] | None:
+        store = self._d.snapshots
+        return None if store is None else store.meta(snapshot_id)
+
+    def snapshot_image(self, snapshot_id: str, camera: str) -> bytes | None:
+        store = self._d.snapshots
+        return None if store is None else store.image(snapshot_id, camera)

@@ -89,6 +89,7 @@ class AudioStage(Worker[AudioChunk]):
         self.keep_pcm = False  # set when samples may store raw audio
         self.segments = 0
         self.windows = 0
+        self.levels: dict[str, float] = {}  # per source: smoothed RMS level, dBFS (the console's meter)
 
     def _stream(self, source: str) -> _Stream:
         s = self.streams.get(source)
@@ -124,6 +125,7 @@ class AudioStage(Worker[AudioChunk]):
             prob = float(m.vad.step(c.pcm[None, :], [s.vad])[0])
             self.timings.observe("vad", m, time.perf_counter() - t0)
             s.probs.append(prob)
+            self._level(source, c.pcm)
             first = s.samples
             s.samples += c.pcm.size
             s.t_last_ns = c.t_capture_ns
@@ -134,6 +136,13 @@ class AudioStage(Worker[AudioChunk]):
             pats, starts = s.patches.push(c.pcm)
             if len(pats):
                 self._tag(m, source, s, pats, starts)
+
+    def _level(self, source: str, pcm: np.ndarray) -> None:
+        """RMS in dBFS, fast attack and ~0.3 s release: a meter that reads like one (one dot
+        product per 32 ms chunk; a float assignment the console reads without a lock)."""
+        db = 10.0 * float(np.log10(float(np.dot(pcm, pcm)) / max(1, pcm.size) + 1e-12))
+        prev = self.levels.get(source, -120.0)
+        self.levels[source] = round(db if db > prev else prev + 0.1 * (db - prev), 1)
 
     def _remember(self, s: _Stream, first: int, pcm: np.ndarray) -> None:
         s.ring.append((first, pcm))

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from perceptd.daemon.messages import Envelope, Message, Outbound, dumps, wall_time_iso
+from perceptd.daemon.messages import Envelope, Message, Outbound, Payload, dumps, wall_time_iso
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,7 @@ class EventPublisher(SocketService):
         model_version: Callable[[], str] = lambda: "unknown",
         observer: Callable[[Envelope], None] | None = None,
         tap: Callable[[Envelope, bytes], None] | None = None,
+        annotate: Callable[[Payload], Payload] | None = None,
         secure: Callable[[zmq.Socket], None] | None = None,
         xpub: bool = False,
         poll_s: float = 0.1,
@@ -243,6 +244,7 @@ class EventPublisher(SocketService):
     ) -> None:
         """`model_version` is read per message (a hot swap shows at once); `observer` sees
         every sent envelope (latency metrics); `tap` also gets the exact JSON frame (bridges);
+        `annotate` may add to a payload just before it is encoded (an event start's snapshot id);
         `secure` sets up the socket before bind (CURVE); `xpub` lets tests wait for subscribers."""
         super().__init__()
         self._ctx = ctx
@@ -251,6 +253,7 @@ class EventPublisher(SocketService):
         self._model_version = model_version
         self._observer = observer
         self._tap = tap
+        self._annotate = annotate
         self._secure = secure
         self._xpub = xpub
         self._poll_s = poll_s
@@ -353,6 +356,11 @@ class EventPublisher(SocketService):
 
     def _send(self, out: Outbound) -> Envelope | None:
         payload = out.payload
+        if self._annotate is not None:
+            try:
+                payload = self._annotate(payload)
+            except Exception as exc:  # an annotation must never cost a message
+                log.warning("publish annotate failed error=%r", exc)
         topic = payload.topic
         body = dumps(payload.to_wire())  # before the lock: a bad payload never consumes a seq
         t_capture = int(out.t_capture_ns)

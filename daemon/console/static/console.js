@@ -106,9 +106,11 @@ setInterval(refreshThumbs, THUMB_MS);
 function drawLive(s) {
   $("#model").textContent = s.model_version ? `model ${s.model_version} · ${s.state}` : s.state;
   if (!s.sources) return;
-  rows($("#sources"), ["source", "kind", "state", "frames", "reconnects"],
+  const levels = s.audio_levels || {};
+  rows($("#sources"), ["source", "kind", "state", "captured", "reconnects", "level"],
     Object.entries(s.sources).map(([k, v]) => [k, v.kind,
-      el("span", {class: "state-" + v.state}, v.state), v.captured, v.reconnects]));
+      el("span", {class: "state-" + v.state}, v.state), v.captured, v.reconnects,
+      k in levels ? meter(levels[k]) : ""]));
   drawThumbs(Object.entries(s.sources).filter(([, v]) => v.kind === "camera").map(([k]) => k));
   rows($("#stages"), ["stage", "fps", "items", "errors"],
     Object.entries(s.stages).map(([k, v]) => [k, fmt(v.fps, 1), v.items, v.errors]));
@@ -122,6 +124,14 @@ function drawLive(s) {
     if (m && m.top) parts.push(`${t}: ` + m.top.slice(0, 3).map(([l, p]) => `${l} ${fmt(p)}`).join(", "));
   }
   $("#seeing").textContent = parts.join(" · ");
+}
+
+// an audio source's level: -60..0 dBFS as a bar, the figure beside it
+function meter(db) {
+  const pct = Math.max(0, Math.min(100, (db + 60) * 100 / 60));
+  return el("span", {class: "meter", "data-dbfs": db, title: `${fmt(db, 1)} dBFS`},
+    el("span", {class: "meter-fill" + (db > -3 ? " hot" : ""), style: `width:${(0.8 * pct).toFixed(0)}px`}),
+    el("span", {class: "meter-db"}, `${fmt(db, 0)} dB`));
 }
 
 function connect(after) {
@@ -176,8 +186,22 @@ function showDetail(m) {
       [k, fmt(v.weight), fmt(v.score), (v.top || []).map(([l, p]) => `${l} ${fmt(p)}`).join(", ")]));
     body.push(t);
   }
+  if (m.snapshot) body.push(snapshotFigure(m.snapshot));
+  else if (m.topic.startsWith("event.") && m.phase === "start")
+    body.push(el("p", {class: "muted"}, "no snapshot (snapshots are off unless the config keeps them)"));
   $("#detail-body").replaceChildren(...body);
   $("#detail").hidden = false;
+}
+// the frames current at the event's start, one per camera, from the daemon's snapshot store
+function snapshotFigure(id) {
+  const box = el("div", {class: "snapshot", "data-snapshot": id}, el("p", {class: "muted"}, `snapshot ${id}`));
+  fetch(`/api/snapshot/${encodeURIComponent(id)}`, {credentials: "same-origin"}).then(async (r) => {
+    const j = await r.json();
+    if (!r.ok) { box.append(el("p", {class: "muted"}, j.error || `snapshot ${id} not available`)); return; }
+    for (const c of j.cameras) box.append(el("figure", {class: "cam"},
+      el("img", {class: "snap", src: j.images[c], alt: `${c} at ${j.wall_time}`}), el("figcaption", {}, c)));
+  }).catch(() => box.append(el("p", {class: "muted"}, "snapshot could not be loaded")));
+  return box;
 }
 
 // ---------------------------------------------------------------- samples

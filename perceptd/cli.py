@@ -300,7 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-file", metavar="WAV", help="replay a WAV in real time")
     p.add_argument("--mic", metavar="DEV", help="microphone name or index ('' = default)")
     p.add_argument("--loop", action="store_true", help="loop --camera files and --audio-file")
+    p.add_argument("--record", metavar="DIR", type=Path,
+                   help="record every input, the fusion schedule and the messages (docs/replay.md)")
     p.set_defaults(func=cmd_run)
+
+    from perceptd.replay_cli import add_parsers as add_replay_parsers
+
+    add_replay_parsers(sub)  # replay, evaluate
 
     p = sub.add_parser("demo", help="the daemon on bundled sample media, with a live view")
     _add_config(p)

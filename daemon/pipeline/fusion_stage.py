@@ -90,6 +90,7 @@ class FusionStage:
                            str | None] | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
         on_evaluate: Callable[[int, dict[str, FusedRow]], None] | None = None,
+        on_journal: Callable[[int, list[ModalityOutput], bool], None] | None = None,
     ) -> None:
         self.inbox = inbox
         self.publish = publish
@@ -99,6 +100,9 @@ class FusionStage:
         self.on_event = on_event  # sample logging hook: returns a sample id or None
         self.on_evaluate = on_evaluate  # sample logging hook: each event's best row, per evaluation
         self.clock = clock
+        # recording hook: (now, outputs applied since the previous evaluation, closing) per
+        # evaluation, so a replay can evaluate at the same times on the same inputs
+        self.on_journal = on_journal
         self.timeline = Timeline()
         self.decoders = {e.name: EventDecoder(e) for e in self.events}
         self._last: dict[str, Explanation] = {}
@@ -126,6 +130,7 @@ class FusionStage:
 
     def _run(self) -> None:
         last_eval = 0.0
+        applied: list[ModalityOutput] = []  # since the previous evaluation (the journal's entry)
         while True:
             item = self.inbox.get(timeout=self.tick_s)
             self.heartbeat_ns = self.clock()
@@ -134,24 +139,47 @@ class FusionStage:
             commands: list[ModalityOutput] = []
             while item is not None:
                 self.timeline.update(item)
+                applied.append(item)
                 if item.modality == "text":
                     commands.append(item)
                 item = self.inbox.get(timeout=0)
             now = time.monotonic()
             if commands or now - last_eval >= self.tick_s or self.inbox.depth == 0:
+                t_ns = self.clock()
+                self._journal(t_ns, applied, False)
+                applied = []
                 try:
-                    self.evaluate(commands)
+                    self.evaluate(commands, t_ns)
                 except Exception:  # a bad evaluation must not kill fusion for months
                     log.exception("event=fusion_error")
                 last_eval = now
         self.close_all()
 
+    def _journal(self, now: int, applied: list[ModalityOutput], closing: bool) -> None:
+        if self.on_journal is None:
+            return
+        try:
+            self.on_journal(now, applied, closing)
+        except Exception:  # a recorder must never cost an event
+            log.exception("event=fusion_journal_error")
+
+    def step(self, items: list[ModalityOutput], now: int) -> None:
+        """Apply outputs and evaluate at `now` (replay drives fusion this way on its virtual
+        clock: the same timeline, head, decoders and messages as the live loop above)."""
+        commands = []
+        for item in items:
+            self.timeline.update(item)
+            if item.modality == "text":
+                commands.append(item)
+        self.heartbeat_ns = now
+        self.evaluate(commands, now)
+
     # ----------------------------------------------------------------- evaluation
 
-    def evaluate(self, commands: list[ModalityOutput] | None = None) -> None:
+    def evaluate(self, commands: list[ModalityOutput] | None = None, now: int | None = None) -> None:
         t0 = time.perf_counter()
         models = self.models()
-        now = self.clock()
+        now = self.clock() if now is None else now
         per_window: dict[int, tuple[list[Row], FusionResult]] = {}
         for w in self._windows:
             rows = self.timeline.rows(now, w)
@@ -229,9 +257,10 @@ class FusionStage:
             )
             self.publish.put(Outbound(msg, c.t_capture_ns))
 
-    def close_all(self) -> None:
+    def close_all(self, now: int | None = None) -> None:
         """At shutdown every open event gets its end phase."""
-        now = self.clock()
+        now = self.clock() if now is None else now
+        self._journal(now, [], True)
         for name, dec in self.decoders.items():
             tr = dec.end(0.0, now)
             if tr is not None:

@@ -171,6 +171,8 @@ class Source:
         self._thread: threading.Thread | None = None
         self._failures = 0  # consecutive failed opens/reads
         self._ever_up = False
+        # sees every item offered downstream, before the queue (the recorder: it must not block)
+        self.tap: Callable[[Any], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -300,6 +302,12 @@ class Source:
         """Hand an item to the queue. Live capture never waits (``wait=False``); replay
         (``wait=True``) waits for room in short steps so that stop() still ends it.
         Returns True when the item was queued."""
+        tap = self.tap
+        if tap is not None:
+            try:
+                tap(item)
+            except Exception:  # a recorder must never cost capture
+                log.exception("event=source_tap_failed source=%s", self.source_id)
         if not wait or self.out.policy != "block":
             return self.out.put(item, timeout=0)
         while not self._stop.is_set() and not self.out.closed:

@@ -1,47 +1,55 @@
-"""The composition root: build queues, stages, sources and sockets; start in order, stop in
-reverse, draining every queue so no event is lost and every open event gets its end.
+"""The composition root: build queues, stages, sources and sockets; start them in order, stop
+them in reverse, draining every queue so no event is lost and every open event gets its end.
 
 Data flows one way: sources -> queues -> preprocess -> vision | audio | text -> fusion ->
-publish.  Nothing here is global: a test can run two daemons in one process.
+publish.  The parts start downstream first (a consumer runs before its producer), so stopping
+in reverse stops a producer, then closes and drains the queue of the part it fed.  What the
+daemon says about itself lives in health/status.py, the control handlers in control/handlers.py,
+the bundle and its hot swap in inference/swap.py.  Nothing here is global: a test can run two
+daemons in one process.
 """
 
 from __future__ import annotations
 
-import collections
-import ctypes
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
-from perceptd.daemon.bundle import BundleError, resolve_bundle, verify_bundle
+from perceptd.daemon.bundle import Bundle
 from perceptd.daemon.config import Config
 from perceptd.daemon.config.root import QueueConfig
-from perceptd.daemon.control.server import ControlServer, HandlerRegistry, RequestRejected
+from perceptd.daemon.console.host import DaemonAdapter
+from perceptd.daemon.control.handlers import ControlHandlers
+from perceptd.daemon.control.server import ControlServer, HandlerRegistry
+from perceptd.daemon.health import status as status_report
 from perceptd.daemon.health.lifecycle import Lifecycle, State
-from perceptd.daemon.inference.models import ModelRef, ModelSet, load_models
+from perceptd.daemon.health.sdnotify import Notifier
+from perceptd.daemon.health.status import ErrorBoard
+from perceptd.daemon.inference.models import ModelSet, load_models
 from perceptd.daemon.inference.session import SessionOptions
+from perceptd.daemon.inference.swap import BundleSwapper
 from perceptd.daemon.inference.vision import VisionRuntime
-from perceptd.daemon.messages import HealthMessage, Outbound, QueueHealth, SourceHealth
+from perceptd.daemon.messages import Outbound
 from perceptd.daemon.ops import Operations
 from perceptd.daemon.pipeline.audio_stage import AudioStage
 from perceptd.daemon.pipeline.fusion_stage import FusionStage
 from perceptd.daemon.pipeline.queues import BoundedQueue
-from perceptd.daemon.pipeline.text_stage import TextCommand, TextStage
+from perceptd.daemon.pipeline.text_stage import TextStage
 from perceptd.daemon.pipeline.vision_stage import PreprocessStage, VisionStage
+from perceptd.daemon.pipeline.worker import Worker
 from perceptd.daemon.publish.zmq_pub import EventPublisher
-from perceptd.daemon.samples.logger import LabelError, SampleLogger
+from perceptd.daemon.samples.logger import SampleLogger
 from perceptd.daemon.sources.base import Source, SourceState
 from perceptd.daemon.sources.camera import CameraSource, uri_kind
 from perceptd.daemon.sources.microphone import MicrophoneSource
 from perceptd.daemon.sources.wavfile import WavFileSource
-from perceptd.daemon.speech.stage import build_speech
+from perceptd.daemon.speech.stage import SpeechSetup, SpeechStage, build_speech
 
 log = logging.getLogger(__name__)
 
@@ -51,49 +59,63 @@ SOURCES_SETTLE_S = 10.0  # longest READY=1 waits for sources to open or fail
 LIVE_SECTIONS = ("bundle",)
 
 
-def _queue(name: str, qc: QueueConfig, replay: bool) -> BoundedQueue:
+def _queue(name: str, qc: QueueConfig, replay: bool) -> BoundedQueue[Any]:
     policy = qc.policy if qc.policy != "auto" else ("block" if replay else "drop_oldest")
     return BoundedQueue(name, qc.size, policy)
 
 
-def release_memory() -> None:
-    """After a swap, hand the heap the old ModelSet used back to the OS (glibc keeps freed
-    arenas otherwise), so memory returns to one bundle instead of creeping up.  The ModelSet
-    itself has no reference cycles: it is freed when the last batch using it ends, without a
-    gc.collect() that would hold the interpreter (and every stage) for tens of ms."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # ctypes releases the GIL: stages keep running
-    except (OSError, AttributeError):  # not glibc
-        pass
+@dataclass(frozen=True)
+class Part:
+    """One thing the daemon starts; `stop` gets the monotonic deadline of the whole stop."""
+
+    name: str
+    start: Callable[[], None]
+    stop: Callable[[float], None]
 
 
-def _lower_thread_priority(nice: int = 10) -> None:
-    """Linux: nice this thread only (its native id), so a background load cannot starve stages."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (OSError, AttributeError):
-        pass
+def _left(deadline: float, reserve_s: float, floor_s: float = 0.1) -> float:
+    """Time a part may take to stop, keeping `reserve_s` for the parts after it."""
+    return max(floor_s, deadline - time.monotonic() - reserve_s)
 
 
-def _queue_status(q: BoundedQueue) -> dict[str, Any]:
-    st = q.stats()
-    return {"depth": st.depth, "maxsize": st.maxsize, "policy": st.policy,
-            "dropped": sum(st.dropped_total.values()), "dropped_by_reason": dict(st.dropped_total),
-            "put": st.put_total}
+class _Stage(Protocol):
+    name: str
+    inbox: BoundedQueue[Any]
+
+    def start(self) -> None: ...
+    def join(self, timeout: float | None = None) -> bool: ...
 
 
-def _source_status(src: Source) -> dict[str, Any]:
-    st = src.stats
-    waiting = (None if st.first_capture_ns or not st.started_ns
-               else round((time.monotonic_ns() - st.started_ns) / 1e9, 3))
-    return {"kind": src.kind, "state": str(st.state), "reconnects": st.reconnects,
-            "captured": st.captured, "last_error": st.last_error or None,
-            "last_error_at": st.last_error_at or None, "overflows": st.overflows,
-            "first_capture_after_s": st.first_capture_after_s, "waiting_first_s": waiting}
+def _stage(stage: _Stage, reserve_s: float) -> Part:
+    """A stage stops when its inbox is closed and drained (its producers have stopped)."""
+    def stop(deadline: float) -> None:
+        stage.inbox.close()
+        stage.join(_left(deadline, reserve_s))
+    return Part(stage.name, stage.start, stop)
 
 
 class Daemon:
-    """One perceptd process worth of workers, owned and ordered explicitly."""
+    """One perceptd process worth of parts, owned and ordered explicitly."""
+
+    # built by start() (the typed view health/metrics/ops read: health/view.py PipelineView)
+    q_frames: BoundedQueue[Any]
+    q_prepared: BoundedQueue[Any]
+    q_audio: BoundedQueue[Any]
+    q_commands: BoundedQueue[Any]
+    q_fusion: BoundedQueue[Any]
+    q_publish: BoundedQueue[Any]
+    queues: list[BoundedQueue[Any]]
+    preprocess: PreprocessStage
+    vision: VisionStage
+    audio: AudioStage
+    text: TextStage
+    speech: SpeechStage | None  # None: speech off (status says why)
+    speech_setup: SpeechSetup
+    samples: SampleLogger
+    fusion: FusionStage
+    stages: list[Worker[Any]]
+    publisher: EventPublisher
+    control: ControlServer
 
     def __init__(self, cfg: Config, *, ctx: zmq.Context | None = None, xpub: bool = False,
                  notify: Callable[[str], None] | None = None) -> None:
@@ -109,17 +131,17 @@ class Daemon:
                                             cfg.vision.max_batch)
         self._source_states: dict[str, tuple[str, str]] = {}
         self._stop = threading.Event()
-        self._swap_lock = threading.Lock()
-        self.models: ModelRef | None = None
+        self._wired = False  # queues and sockets exist (health can be published)
+        self._started: list[Part] = []
         self.sources: list[Source] = []
-        self.swaps = 0
-        self.last_swap: dict[str, Any] | None = None
         self.started_ns = 0
-        self.ops = Operations(self)  # watchdog, /healthz + /metrics, CURVE, MQTT bridge
-        # open problems shown in health and status, keyed by condition: each carries the time it
-        # was (last) reported and goes when its condition clears (a good swap, a good config)
-        self._errors: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self.swap_state: dict[str, Any] | None = None  # the last reload: loading|swapped|refused
+        # open problems shown in health and status (a refused bundle or config)
+        self.problems = ErrorBoard(on_change=self._health_changed)
+        self.bundles = BundleSwapper(lambda: self.cfg.bundle, self._load_models, self.problems,
+                                     self._publish_health,
+                                     lower_priority=self.opts.intra_op_threads == 1)
+        self.ops = Operations(self, console_view=lambda: DaemonAdapter(self))  # watchdog,
+        # /healthz + /metrics, the web console, CURVE, the MQTT bridge
         self.config_path: Path | None = None  # the file `perceptd run -c` read (console Retrain)
 
     # ------------------------------------------------------------------ build
@@ -138,14 +160,6 @@ class Daemon:
         self.queues = [self.q_frames, self.q_prepared, self.q_audio, self.q_commands,
                        self.q_fusion, self.q_publish]
 
-    def _build_sources(self) -> None:
-        s = self.cfg.sources
-        cb = self._on_source_state
-        self.sources = [CameraSource(c, self.q_frames, cb) for c in s.cameras]
-        if s.microphone is not None:
-            self.sources.append(MicrophoneSource(s.microphone, self.q_audio, cb))
-        self.sources += [WavFileSource(f, self.q_audio, cb) for f in s.audio_files]
-
     def _build_stages(self) -> None:
         cur = self.current_models
         prompts = [list(e.prompts) for e in self.cfg.events]
@@ -153,12 +167,12 @@ class Daemon:
         self.vision = VisionStage(self.q_prepared, self.q_fusion, self.q_publish, cur, self.cfg.vision)
         self.speech_setup = build_speech(self.cfg.speech, self.cfg.events, self.q_commands,
                                          self.q_publish, cur)
-        self.speech = self.speech_setup.stage  # None: speech off (status says why)
+        self.speech = self.speech_setup.stage
         self.audio = AudioStage(self.q_audio, self.q_fusion, self.q_publish, cur, self.cfg.audio,
                                 on_segment=self.speech.offer if self.speech else None)
         self.text = TextStage(self.q_commands, self.q_fusion, cur, prompts)
         self.samples = SampleLogger(self.cfg.samples, self.cfg.events, cur)
-        logging_on = self.samples.start()
+        logging_on = self.samples.start()  # its writer runs from here (the wiring depends on it)
         raw = self.cfg.samples.raw_media
         self.vision.keep_frames = logging_on and raw.frames
         self.audio.keep_pcm = logging_on and raw.audio
@@ -171,72 +185,74 @@ class Daemon:
             self.stages.insert(3, self.speech)
             self.queues.append(self.speech.inbox)
 
+    def _build_sources(self) -> None:
+        s = self.cfg.sources
+        cb = self._on_source_state
+        self.sources = [CameraSource(c, self.q_frames, cb) for c in s.cameras]
+        if s.microphone is not None:
+            self.sources.append(MicrophoneSource(s.microphone, self.q_audio, cb))
+        self.sources += [WavFileSource(f, self.q_audio, cb) for f in s.audio_files]
+
     def _build_sockets(self) -> None:
         self.publisher = EventPublisher(self.ctx, self.cfg.publish, self.q_publish,
                                         model_version=lambda: self.current_models().version,
                                         tap=self.ops.on_published, secure=self.ops.secure,
                                         xpub=self.xpub)
-        reg = HandlerRegistry()
-        reg.register("command", self._handle_command)
-        reg.register("status", lambda _req: {"ok": True, **self.status()})
-        reg.register("reload", self._handle_reload)
-        reg.register("label", self._handle_label)
-        self.control = ControlServer(self.ctx, self.cfg.control, reg, secure=self.ops.secure)
+        handlers = ControlHandlers(commands=self.text, labels=self.samples, reloader=self.bundles,
+                                   status=self.status)
+        self.control = ControlServer(self.ctx, self.cfg.control, handlers.register(HandlerRegistry()),
+                                     secure=self.ops.secure)
+
+    def _parts(self) -> list[Part]:
+        """What start() starts, in order: consumers before producers."""
+        speech = self.speech
+        parts = [
+            Part("consumers", self.ops.start_consumers, lambda _d: self.ops.stop()),
+            Part("publisher", self.publisher.start, self._stop_publishing),
+            Part("samples", lambda: None,  # started while building (see _build_stages)
+                 lambda d: self.samples.close(timeout_s=max(0.2, min(2.0, _left(d, 0.5, 0.0))))),
+            _stage(self.fusion, 0.5),
+            _stage(self.text, 1.0),
+        ]
+        if speech is not None:  # audio's last segment -> transcript -> command, then it stops
+            parts.append(_stage(speech, 1.5))
+        parts += [
+            _stage(self.audio, 2.0 if speech is not None else 1.0),
+            _stage(self.vision, 1.0),
+            _stage(self.preprocess, 1.0),
+            *(Part(src.source_id, src.start, _source_stop(src)) for src in self.sources),
+            Part("control", self.control.start, lambda _d: self.control.stop(timeout_s=1.0)),
+            Part("health", self._start_health_loop, lambda _d: self._stop.set()),
+        ]
+        return parts
 
     # ------------------------------------------------------------------ lifecycle
 
     def current_models(self) -> ModelSet:
-        assert self.models is not None
-        return self.models.current()
+        return self.bundles.current()
 
-    def _load_bundle(self, path) -> ModelSet:
-        return load_models(verify_bundle(path), self.cfg.events, self.opts, self.cfg.vision.faces,
+    def _load_models(self, bundle: Bundle) -> ModelSet:
+        return load_models(bundle, self.cfg.events, self.opts, self.cfg.vision.faces,
                            self.vision_runtime)
 
     def load(self) -> None:
-        """Verify and load the configured bundle (the slow part of a start).
-
-        A `current` that does not verify or load (a rollback or promotion to a bundle that never
-        served) falls back to `previous`, with an ERROR log and a health error that stays until
-        a good bundle is swapped in, instead of a start that fails (a restart loop under
-        `Restart=on-failure`).  A pinned version, or no usable `previous`, still fails the start."""
-        b = self.cfg.bundle
-        path = resolve_bundle(b.dir, b.version)
-        try:
-            self.models = ModelRef(self._load_bundle(path))
-            return
-        except Exception as exc:
-            prev = b.dir / "previous"
-            if b.version != "current" or not prev.exists() or prev.resolve() == path:
-                raise
-            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.error("event=bundle_fallback current=%s previous=%s error=%r detail='current does not "
-                  "load; serving previous'", path, prev.resolve(), error)
-        self.models = ModelRef(self._load_bundle(resolve_bundle(b.dir, "previous")))
-        self.report_error(f"bundle {path.name} (current) refused at start: {error}; serving "
-                          f"previous {self.current_models().version}", key="bundle")
+        """Verify and load the configured bundle (the slow part of a start; see BundleSwapper)."""
+        self.bundles.load()
 
     def start(self) -> None:
         self.lifecycle.to(State.STARTING)
         self.started_ns = time.monotonic_ns()
-        self.ops.start_http()  # /healthz answers 503 "starting" while the bundle loads
-        if self.models is None:
+        self._start(Part("http", self.ops.start_http, lambda _d: None))  # 503 "starting" till READY
+        if self.bundles.ref is None:
             self.load()
-        self.ops.start_security()  # the ZAP handler must run before secured sockets bind
+        self._start(Part("security", self.ops.start_security, lambda _d: None))  # before any bind
         self._build_queues()
         self._build_stages()
         self._build_sockets()
-        self.ops.start_consumers()  # MQTT: attached before the first message is published
-        self.publisher.start()
-        self.fusion.start()
-        for st in self.stages:
-            st.start()
         self._build_sources()
-        for src in self.sources:
-            src.start()
-        self.control.start()
-        self._health = threading.Thread(target=self._health_loop, name="health", daemon=True)
-        self._health.start()
+        self._wired = True
+        for part in self._parts():
+            self._start(part)
         self.lifecycle.to(State.RUNNING)
         self._update_degraded()  # a source that failed while STARTING reported no transition since
         self._publish_health()
@@ -244,8 +260,12 @@ class Daemon:
                  "control_endpoint=%s", self.current_models().version, len(self.sources),
                  len(self.cfg.events), self.publisher.endpoint, self.control.endpoint)
         self._await_sources(SOURCES_SETTLE_S)
-        self.ops.start()
+        self._start(Part("watchdog", self.ops.start, lambda _d: self.ops.stop_watchdog()))
         self.notify(f"READY=1\nSTATUS={self.ops.status_line()}")
+
+    def _start(self, part: Part) -> None:
+        part.start()
+        self._started.append(part)
 
     def _await_sources(self, timeout_s: float) -> None:
         """READY=1 means every source is open or declared degraded: wait (bounded) for each
@@ -264,37 +284,23 @@ class Daemon:
                 log.warning("event=source_not_settled source=%s waited_s=%.1f", src.source_id, timeout_s)
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop sources, drain every queue stage by stage, end open events, flush, close."""
+        """Stop what started, in reverse: sources first, then each stage drains its queue,
+        open events end, samples and the last health message are flushed, sockets close."""
         if self.lifecycle.state in (State.STOPPING, State.STOPPED):
             return
         deadline = time.monotonic() + timeout_s
         self.lifecycle.to(State.STOPPING)
         self.notify("STOPPING=1")
-        self.ops.stop_watchdog()
-        self._stop.set()
-        self.control.stop(timeout_s=1.0)
-        for src in self.sources:
-            src.stop(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
-        for q in (self.q_frames, self.q_audio):
-            q.close()
-        if self.speech is not None:  # audio's last segment -> transcript -> command, then close
-            self.audio.join(max(0.1, deadline - time.monotonic() - 2.0))
-            self.speech.inbox.close()
-            self.speech.join(max(0.1, deadline - time.monotonic() - 1.5))
-        self.q_commands.close()
-        for st in self.stages:
-            st.join(max(0.1, deadline - time.monotonic() - 1.0))
-        self.q_prepared.close()
-        self.vision.join(max(0.1, deadline - time.monotonic() - 1.0))
-        self.q_fusion.close()
-        self.fusion.join(max(0.1, deadline - time.monotonic() - 0.5))
-        self.samples.close(timeout_s=max(0.2, min(2.0, deadline - time.monotonic() - 0.5)))
+        while self._started:
+            self._started.pop().stop(deadline)
+        log.info("event=stopped")
+
+    def _stop_publishing(self, deadline: float) -> None:
+        """The publisher stops last: the final `health` (stopped) is its last message."""
         self.lifecycle.to(State.STOPPED)
         self._publish_health()
         self.q_publish.close()
         self.publisher.stop(timeout_s=max(0.2, deadline - time.monotonic()))
-        self.ops.stop()
-        log.info("event=stopped")
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stop.wait(timeout)
@@ -302,7 +308,38 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    # ------------------------------------------------------------------ reloads (SIGHUP, control)
+
+    def reload_bundle(self) -> dict[str, Any]:
+        """Swap to the configured bundle if it changed (verified now, loaded in the background);
+        a bundle that does not verify raises `inference.swap.ReloadRefused`."""
+        return self.bundles.reload()
+
+    def reconfigure(self, new: Config) -> dict[str, list[str]]:
+        """Adopt a re-read config: sections that can change live are applied (the bundle selection;
+        `reload_bundle` then swaps the bundle); the rest need a restart and are listed."""
+        changed = [name for name in type(new).model_fields
+                   if getattr(new, name) != getattr(self.cfg, name)]
+        applied = [n for n in changed if n in LIVE_SECTIONS]
+        self.cfg = self.cfg.model_copy(update={n: getattr(new, n) for n in applied})
+        return {"applied": applied, "restart_needed": [n for n in changed if n not in applied]}
+
     # ------------------------------------------------------------------ health
+
+    def report_error(self, message: str, key: str = "other") -> None:
+        """Keep a refusal (bad config, bad bundle) for health and status, stamped with its UTC
+        time, and publish it now; `clear_error(key)` drops it once the condition is gone."""
+        self.problems.report(message, key)
+
+    def clear_error(self, key: str) -> None:
+        self.problems.clear(key)
+
+    @property
+    def errors(self) -> list[str]:
+        return self.problems.messages()
+
+    def watchdog_interval_s(self) -> float | None:
+        return self.notify.watchdog_interval_s() if isinstance(self.notify, Notifier) else None
 
     def _on_source_state(self, source_id: str, state: SourceState, detail: str) -> None:
         self._source_states[source_id] = (str(state), detail)
@@ -318,54 +355,19 @@ class Daemon:
         elif self.lifecycle.state is State.DEGRADED and not bad:
             self.lifecycle.to(State.RUNNING)
 
-    def _health_message(self) -> HealthMessage:
-        sources = {}
-        for src in self.sources:
-            st = src.stats
-            sources[src.source_id] = SourceHealth(str(st.state), st.last_error or None, st.reconnects)
-        queues = {q.name: QueueHealth(q.depth, sum(q.stats().dropped_total.values())) for q in self.queues}
-        return HealthMessage(state=str(self.lifecycle.state), sources=sources, queues=queues,
-                             uptime_s=self.lifecycle.uptime_s(), errors=tuple(self.errors))
-
-    def report_error(self, message: str, key: str = "other") -> None:
-        """Keep a refusal (bad config, bad bundle) for health and status, stamped with its UTC
-        time, and publish it now; `clear_error(key)` drops it once the condition is gone."""
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._errors.pop(key, None)
-        self._errors[key] = f"{stamp} {message}"[:1000]
-        while len(self._errors) > 8:
-            self._errors.popitem(last=False)
-        self._health_changed()
-
-    def clear_error(self, key: str) -> None:
-        if self._errors.pop(key, None) is not None:
-            log.info("event=error_cleared key=%s", key)
-            self._health_changed()
-
-    @property
-    def errors(self) -> list[str]:
-        return list(self._errors.values())
-
     def _health_changed(self) -> None:
-        if (self.lifecycle.state not in (State.STOPPING, State.STOPPED)
-                and hasattr(self, "publisher")):  # not before the sockets exist (start-up)
+        if self.lifecycle.state not in (State.STOPPING, State.STOPPED) and self._wired:
             self._publish_health()
 
-    def reconfigure(self, new: Config) -> dict[str, list[str]]:
-        """Adopt a re-read config: sections that can change live are applied (the bundle selection;
-        `reload` then swaps the bundle); the rest need a restart and are listed."""
-        changed = [name for name in type(new).model_fields
-                   if getattr(new, name) != getattr(self.cfg, name)]
-        applied = [n for n in changed if n in LIVE_SECTIONS]
-        self.cfg = self.cfg.model_copy(update={n: getattr(new, n) for n in applied})
-        return {"applied": applied, "restart_needed": [n for n in changed if n not in applied]}
-
     def _publish_health(self) -> None:
-        out = Outbound(self._health_message(), time.monotonic_ns())
+        out = Outbound(status_report.health_message(self), time.monotonic_ns())
         if self.q_publish.closed:
             self.publisher.publish_now(out)
         else:
             self.q_publish.put(out, timeout=0.5)
+
+    def _start_health_loop(self) -> None:
+        threading.Thread(target=self._health_loop, name="health", daemon=True).start()
 
     def _health_loop(self) -> None:
         while not self._stop.wait(self.cfg.health.interval_s):
@@ -373,128 +375,13 @@ class Daemon:
             self.notify(f"STATUS={self.ops.status_line()}")
 
     def summary(self) -> str:
-        fps = self.vision.items / max(1e-9, self.lifecycle.uptime_s())
-        return (f"{self.lifecycle.state}; model {self.current_models().version}; "
-                f"{len(self.sources)} sources; vision {fps:.1f} fps"
-                f"{'' if self.speech is not None else '; speech off'}")
+        return status_report.summary(self)
 
     def status(self) -> dict[str, Any]:
-        m = self.current_models()
-        pub = self.publisher.stats()
-        return {
-            "state": str(self.lifecycle.state),
-            "uptime_s": round(self.lifecycle.uptime_s(), 3),
-            "run_id": self.publisher.run_id,
-            "model_version": m.version,
-            "providers": m.providers(),
-            "vision_path": m.vision.path(),
-            "events_endpoint": self.publisher.endpoint,
-            "control_endpoint": self.control.endpoint,
-            "sources": {s.source_id: _source_status(s) for s in self.sources},
-            "queues": {q.name: _queue_status(q) for q in self.queues},
-            "stages": {st.name: st.stats() for st in [*self.stages]},
-            "fusion": vars(self.fusion.stats).copy(),
-            "published": pub.published,
-            "next_seq": pub.next_seq,
-            "swaps": self.swaps,
-            "speech": self.speech_setup.status(),
-            "last_swap": self.last_swap,
-            "swap": self.swap_state,
-            "errors": self.errors,
-            "samples": self.samples.stats(),
-            "summary": self.summary(),
-            "health": self.ops.health().to_dict(),
-            **self.ops.endpoints(),
-        }
+        return status_report.status(self, self.ops)
 
-    # ------------------------------------------------------------------ control handlers
 
-    def _handle_command(self, req: Any) -> dict[str, Any]:
-        t = time.monotonic_ns()
-        self.q_commands.put(TextCommand(req.text, "control", t), timeout=0)
-        return {"ok": True, "queued": True, "t_capture_ns": t}
-
-    def _handle_label(self, req: Any) -> dict[str, Any]:
-        """Label a logged sample, or (sample "now") log the current context with the label."""
-        if not self.samples.known_label(req.event):
-            raise RequestRejected(f"unknown event {req.event!r} (not in the configuration)")
-        try:
-            if req.sample == "now":
-                sid = self.samples.capture(req.event)
-            else:
-                sid = req.sample
-                self.samples.label(sid, req.event)
-        except LabelError as exc:
-            raise RequestRejected(str(exc)) from None
-        return {"ok": True, "sample": sid, "event": req.event}
-
-    def _handle_reload(self, req: Any) -> dict[str, Any]:
-        """Verify now (a bad bundle is refused in the reply); load and swap in the background.
-
-        Hashing a bundle takes ~0.2 s of this (control) thread: the common no-change reload and
-        reloads during a swap answer without it, so a client spamming `reload` cannot stall it."""
-        b = self.cfg.bundle
-        serving = self.current_models()
-        try:
-            path = resolve_bundle(b.dir, b.version)
-            if path == serving.bundle.path:
-                self.clear_error("bundle")  # the selection is back on the bundle that serves
-                return {"ok": True, "model_version": serving.version, "swapped": False,
-                        "detail": f"already serving {path.name}"}
-            if self._swap_lock.locked():
-                raise RequestRejected("a bundle swap is in progress; reload again when it is done")
-            bundle = verify_bundle(path)
-        except BundleError as exc:
-            log.error("event=bundle_refused stage=verify error=%r detail='the running bundle stays'",
-                      str(exc))
-            self.swap_state = {"version": None, "path": str(b.dir / b.version), "state": "refused",
-                               "error": f"bundle refused: {exc}"}
-            self.report_error(f"bundle refused: {exc}", key="bundle")
-            raise RequestRejected(f"bundle refused: {exc}") from None
-        if bundle.version == serving.version:
-            detail = (f"same bundle version as the one serving ({bundle.version}, manifest "
-                      f"version of {path.name}); nothing swapped")
-            log.warning("event=reload_noop path=%s version=%s detail='same manifest version as the "
-                        "serving bundle %s'", path, bundle.version, serving.bundle.path)
-            return {"ok": True, "model_version": bundle.version, "swapped": False, "detail": detail}
-        self.swap_state = {"version": bundle.version, "path": str(path), "state": "loading",
-                           "error": None}
-        threading.Thread(target=self._swap, args=(bundle,), name="swap", daemon=True).start()
-        return {"ok": True, "model_version": bundle.version, "swapping": True}
-
-    def _swap(self, bundle) -> None:
-        """Load and warm up the whole new ModelSet off the hot path, then switch the reference
-        between batches; the old sessions are released as soon as the last batch drops them."""
-        with self._swap_lock:
-            if bundle.version == self.current_models().version:
-                if self.swap_state and self.swap_state.get("version") == bundle.version:
-                    self.swap_state = {**self.swap_state, "state": "swapped"}
-                return  # a burst of reloads: an earlier one already swapped to it
-            if self.opts.intra_op_threads == 1:  # no ORT pool threads would inherit it
-                _lower_thread_priority()  # loading yields the cores to the live stages
-            t0 = time.monotonic()
-            try:
-                new = load_models(bundle, self.cfg.events, self.opts, self.cfg.vision.faces,
-                                  self.vision_runtime)
-            except Exception as exc:  # noqa: BLE001 - the old models keep serving
-                error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                log.error("event=swap_refused version=%s path=%s error=%r", bundle.version,
-                          bundle.path, error)
-                self.swap_state = {"version": bundle.version, "path": str(bundle.path),
-                                   "state": "refused", "error": f"refused at load: {error}"}
-                self.report_error(f"bundle {bundle.version} refused at load: {error}", key="bundle")
-                return
-            t_swap = time.monotonic_ns()
-            assert self.models is not None  # a swap follows a start
-            old_version = self.models.swap(new).version  # the old ModelSet is not kept
-            self.swaps += 1
-            self.last_swap = {"from": old_version, "to": new.version, "t_ns": t_swap,
-                              "load_s": round(time.monotonic() - t0, 3)}
-            self.swap_state = {"version": new.version, "path": str(bundle.path), "state": "swapped",
-                               "error": None}
-            self._errors.pop("bundle", None)  # published just below
-            log.info("event=swapped from=%s to=%s load_s=%.2f", old_version, new.version,
-                     time.monotonic() - t0)
-            self._publish_health()
-        time.sleep(1.0)  # the batches in flight at the swap drop the old models by then
-        release_memory()
+def _source_stop(src: Source) -> Callable[[float], None]:
+    def stop(deadline: float) -> None:
+        src.stop(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+    return stop

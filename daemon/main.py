@@ -94,7 +94,7 @@ def _reload(daemon, args: argparse.Namespace, lock: threading.Lock) -> None:
     a health message) and the running config stays; a good one applies its live sections
     (the bundle selection) and reloads the bundle; other changed sections wait for a restart."""
     from perceptd.daemon.config import ConfigError
-    from perceptd.daemon.control.server import RequestRejected
+    from perceptd.daemon.inference.swap import ReloadRefused
 
     with lock:  # SIGHUPs in a burst are applied one after the other
         try:
@@ -111,8 +111,8 @@ def _reload(daemon, args: argparse.Namespace, lock: threading.Lock) -> None:
         log.info("event=config_reloaded via=SIGHUP path=%s applied=%s restart_needed=%s", args.config,
                  ",".join(changes["applied"]) or "-", ",".join(changes["restart_needed"]) or "-")
         try:
-            log.info("event=reload_requested via=SIGHUP result=%s", daemon._handle_reload(None))
-        except RequestRejected as exc:  # a refused bundle was logged (once, ERROR) by the daemon
+            log.info("event=reload_requested via=SIGHUP result=%s", daemon.reload_bundle())
+        except ReloadRefused as exc:  # a refused bundle was logged (once, ERROR) by the daemon
             if str(exc).startswith("bundle refused"):
                 log.info("event=reload_refused via=SIGHUP detail='see event=bundle_refused'")
             else:

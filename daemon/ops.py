@@ -16,18 +16,29 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import zmq
 
 from perceptd import __version__
 from perceptd.daemon.health.http import HttpServer, json_body
-from perceptd.daemon.health.report import LIVE_STATES, HealthReport, evaluate
+from perceptd.daemon.health.report import LIVE_STATES, HasHeartbeat, HealthReport, evaluate
 from perceptd.daemon.health.stats import LATENCY_BUCKETS_S, HistogramSet, Rates
+from perceptd.daemon.health.status import summary
 from perceptd.daemon.health.watchdog import PAUSE_FILE_ENV, Watchdog
 from perceptd.daemon.messages import Envelope
 from perceptd.daemon.publish.zmq_pub import is_loopback_endpoint
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from perceptd.daemon.console.app import Console
+    from perceptd.daemon.console.host import DaemonView
+    from perceptd.daemon.health.view import PipelineView
+    from perceptd.daemon.publish.mqtt import MqttBridge
+    from perceptd.daemon.security.curve import CurveServer
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +49,21 @@ def topic_family(topic: str) -> str:
 
 
 class Operations:
-    def __init__(self, daemon: Any) -> None:
+    """Reads the daemon through `PipelineView` (health/view.py); `console_view` builds what
+    the web console reads (called only when the console is enabled)."""
+
+    def __init__(self, daemon: PipelineView, console_view: Callable[[], DaemonView]) -> None:
         self.daemon = daemon
         self.cfg = daemon.cfg
+        self._console_view = console_view
         self.latency = HistogramSet(LATENCY_BUCKETS_S)
         self.rates = Rates(window_s=10.0)
-        self.curve: Any = None
-        self.mqtt: Any = None
+        self.curve: CurveServer | None = None
+        self.mqtt: MqttBridge | None = None
         self.http: HttpServer | None = None
-        self.console: Any = None  # daemon/console: the web page at / of the HTTP port
+        self.console: Console | None = None  # daemon/console: the web page at / of the HTTP port
         self.watchdog: Watchdog | None = None
-        self.registry: Any = None
+        self.registry: CollectorRegistry | None = None
         self.last_scrape_s = 0.0
         self.ready = False  # /healthz and /metrics answer 503 "starting" until start() ran
 
@@ -85,10 +100,9 @@ class Operations:
             if self.cfg.console.enabled:
                 from perceptd.daemon.console.app import Console
                 from perceptd.daemon.console.config import check_console_auth
-                from perceptd.daemon.console.host import DaemonAdapter
 
                 check_console_auth(self.cfg.http.host, self.cfg.console)  # refuses to start
-                self.console = Console(self.cfg.console, DaemonAdapter(self.daemon))
+                self.console = Console(self.cfg.console, self._console_view())
                 del routes["/"]
             self.http = HttpServer(self.cfg.http, routes,
                                    app=self.console.wsgi if self.console else None,
@@ -111,13 +125,12 @@ class Operations:
         if self.http is not None:
             from perceptd.daemon.health.metrics import build_registry
 
-            self.registry = build_registry(self.daemon)
+            self.registry = build_registry(self.daemon, self)
         self.ready = True
-        notify = self.daemon.notify
-        interval = notify.watchdog_interval_s() if hasattr(notify, "watchdog_interval_s") else None
         pause = os.environ.get(PAUSE_FILE_ENV)
         self.watchdog = Watchdog(
-            self._workers, notify, interval_s=interval, stall_after_s=self.cfg.health.stall_after_s,
+            self._workers, self.daemon.notify, interval_s=self.daemon.watchdog_interval_s(),
+            stall_after_s=self.cfg.health.stall_after_s,
             alive=self._threads_alive, status=self.status_line, on_tick=self._sample_rates,
             pause_file=Path(pause) if pause else None,
         )
@@ -148,7 +161,7 @@ class Operations:
     def status_line(self) -> str:
         """STATUS= for systemd: the daemon's summary plus the health verdict."""
         try:
-            return f"{self.daemon.summary()}; {self.health().line()}"
+            return f"{summary(self.daemon)}; {self.health().line()}"
         except Exception as exc:  # noqa: BLE001 - a status line must never raise
             return f"status unavailable: {exc}"
 
@@ -157,18 +170,15 @@ class Operations:
                 "curve": self.curve is not None,
                 "mqtt_connected": self.mqtt.stats().connected if self.mqtt else None}
 
-    def _workers(self) -> list[Any]:
-        d = self.daemon
-        return [*getattr(d, "stages", []), *([d.fusion] if hasattr(d, "fusion") else [])]
+    def _workers(self) -> list[HasHeartbeat]:
+        return [*self.daemon.stages, self.daemon.fusion]
 
     def _threads_alive(self) -> bool:
-        d = self.daemon
-        return all(o.is_alive() for o in (getattr(d, "publisher", None), getattr(d, "control", None))
-                   if o is not None)
+        return self.daemon.publisher.is_alive() and self.daemon.control.is_alive()
 
     def _sample_rates(self, now: float) -> None:
         d = self.daemon
-        values = {f"stage.{st.name}": st.items for st in d.stages}
+        values: dict[str, float] = {f"stage.{st.name}": st.items for st in d.stages}
         values["stage.fusion"] = d.fusion.stats.evaluations
         for src in d.sources:
             values[f"source.{src.source_id}"] = src.stats.captured
@@ -207,7 +217,7 @@ class Operations:
     def _metrics(self, headers: dict[str, str]) -> tuple[int, str, bytes]:
         from perceptd.daemon.health.metrics import render
 
-        if not self.ready:
+        if not self.ready or self.registry is None:
             return self._starting()
         t0 = time.perf_counter()
         body, ctype = render(self.registry, headers.get("accept"))

@@ -21,6 +21,7 @@ import zmq
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from perceptd.daemon.control.requests import REQUEST_TYPES, RequestError, parse_request
+from perceptd.daemon.errors import Refused
 from perceptd.daemon.messages import dumps
 from perceptd.daemon.publish.zmq_pub import (
     SocketService,
@@ -64,8 +65,9 @@ class ControlConfig(BaseModel):
         return check_bind_endpoint(v, bool(info.data.get("allow_insecure", False)) or curve_on(info))
 
 
-class RequestRejected(Exception):
-    """Raised by a handler for a well-formed request it cannot do; str() becomes the error."""
+class RequestRejected(Refused):
+    """Raised by a handler for a well-formed request it cannot do; str() becomes the error.
+    (Any `Refused` a handler lets through is answered the same way.)"""
 
 
 class HandlerRegistry:
@@ -204,7 +206,7 @@ class ControlServer(SocketService):
             return self._fail("no_handler", f"{kind} requests are not served by this daemon")
         try:
             result = handler(req)
-        except RequestRejected as exc:
+        except Refused as exc:
             return self._fail("rejected", str(exc) or f"{kind} rejected")
         except Exception as exc:
             log.exception("control handler failed type=%s", kind)

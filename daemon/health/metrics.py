@@ -9,11 +9,10 @@ ready-made `perceptd_stage_fps` gauge (10 s window).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
 from prometheus_client.core import (
@@ -27,6 +26,10 @@ from prometheus_client.exposition import choose_encoder
 from perceptd import __version__
 from perceptd.daemon.control.requests import REQUEST_TYPES
 from perceptd.daemon.health.stats import HistogramSnapshot
+
+if TYPE_CHECKING:
+    from perceptd.daemon.health.view import OperationsView, PipelineView
+    from perceptd.daemon.sources.base import SourceStats
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +51,12 @@ def _histogram(fam: HistogramMetricFamily, labels: list[str], s: HistogramSnapsh
     fam.add_metric(labels, buckets, sum_value=s.sum)
 
 
-def _fields(obj: Any) -> dict[str, Any]:
-    """A stats object of any shape (dataclass, dict, object) as a dict, for defensive reads."""
-    if obj is None:
-        return {}
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, dict):
-        return obj
-    return {k: v for k, v in vars(obj).items() if not k.startswith("_")} if hasattr(obj, "__dict__") else {}
-
-
 class DaemonCollector:
-    """Reads a running Daemon (and its Operations) on every collect()."""
+    """Reads a running daemon (and its Operations) on every collect()."""
 
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: PipelineView, ops: OperationsView) -> None:
         self.daemon = daemon
+        self.ops = ops
 
     def describe(self) -> list[Metric]:
         return []  # no collect() at registration time: the daemon may not be started yet
@@ -80,8 +73,8 @@ class DaemonCollector:
 
     # ------------------------------------------------------------------ parts
 
-    def _info(self, d: Any) -> Iterator[Metric]:
-        ops = d.ops
+    def _info(self, d: PipelineView) -> Iterator[Metric]:
+        ops = self.ops
         health = ops.health()
         m = d.current_models()
         info = _gauge("build_info", "perceptd package version", ["version"])
@@ -92,7 +85,7 @@ class DaemonCollector:
         for name, p in m.providers().items():
             prov.add_metric([name, p.removesuffix("ExecutionProvider")], 1)
         swaps = _counter("model_swaps", "hot swaps to a new bundle since start")
-        swaps.add_metric([], d.swaps)
+        swaps.add_metric([], d.bundles.swaps)
         state = _gauge("lifecycle_state", "1 for the current lifecycle state", ["state"])
         for s in _STATES:
             state.add_metric([s], 1.0 if s == health.state else 0.0)
@@ -102,8 +95,8 @@ class DaemonCollector:
         up.add_metric([], d.lifecycle.uptime_s())
         yield from (info, model, prov, swaps, state, healthy, up)
 
-    def _stages(self, d: Any) -> Iterator[Metric]:
-        ops = d.ops
+    def _stages(self, d: PipelineView) -> Iterator[Metric]:
+        ops = self.ops
         items = _counter("stage_items", "items processed per stage", ["stage"])
         errors = _counter("stage_errors", "items that raised (logged, skipped) per stage", ["stage"])
         busy = _counter("stage_busy_seconds", "time spent processing per stage", ["stage"])
@@ -119,9 +112,9 @@ class DaemonCollector:
         health = ops.health()
         for st in d.stages:
             s = st.stats()
-            items.add_metric([st.name], s.get("items", getattr(st, "items", 0)))
-            errors.add_metric([st.name], s.get("errors", getattr(st, "errors", 0)))
-            busy.add_metric([st.name], getattr(st, "busy_s", 0.0))
+            items.add_metric([st.name], s.get("items", st.items))
+            errors.add_metric([st.name], s.get("errors", st.errors))
+            busy.add_metric([st.name], st.busy_s)
             fps.add_metric([st.name], ops.rates.get(f"stage.{st.name}"))
             if "batches" in s:
                 extra["vision_batches"].add_metric([], s["batches"])
@@ -136,7 +129,7 @@ class DaemonCollector:
             stalled.add_metric([name], 1.0 if sh.stalled else 0.0)
         yield from (items, errors, busy, fps, age, stalled, *extra.values())
 
-    def _queues(self, d: Any) -> Iterator[Metric]:
+    def _queues(self, d: PipelineView) -> Iterator[Metric]:
         depth = _gauge("queue_depth", "items waiting in a stage queue", ["queue"])
         cap = _gauge("queue_capacity", "bound of a stage queue", ["queue", "policy"])
         put = _counter("queue_put", "items offered to a queue", ["queue"])
@@ -152,17 +145,14 @@ class DaemonCollector:
                 dropped.add_metric([q.name, reason], n)
         yield from (depth, cap, put, got, dropped)
 
-    def _inference(self, d: Any) -> Iterator[Metric]:
+    def _inference(self, d: PipelineView) -> Iterator[Metric]:
         fam = HistogramMetricFamily(
             "perceptd_inference_duration_seconds",
             "time of one model call (one batch) per model and execution provider",
             labels=["model", "provider"],
         )
         merged: dict[tuple[str, ...], HistogramSnapshot] = {}
-        for owner in [*d.stages, d.fusion]:
-            timings = getattr(owner, "timings", None)
-            if timings is None:
-                continue
+        for timings in [*(st.timings for st in d.stages), d.fusion.timings]:
             for key, snap in timings.histograms.snapshots().items():
                 prev = merged.get(key)
                 merged[key] = snap if prev is None else HistogramSnapshot(
@@ -172,32 +162,36 @@ class DaemonCollector:
             _histogram(fam, list(key), snap)
         yield fam
 
-    def _latency(self, d: Any) -> Iterator[Metric]:
+    def _latency(self, d: PipelineView) -> Iterator[Metric]:
         fam = HistogramMetricFamily(
             "perceptd_capture_to_publish_seconds",
             "monotonic capture time of the newest contributing sample to publish time, per topic",
             labels=["topic"],
         )
-        for key, snap in sorted(d.ops.latency.snapshots().items()):
+        for key, snap in sorted(self.ops.latency.snapshots().items()):
             _histogram(fam, list(key), snap)
         yield fam
 
-    def _sources(self, d: Any) -> Iterator[Metric]:
+    def _sources(self, d: PipelineView) -> Iterator[Metric]:
         now = time.monotonic_ns()
         up = _gauge("source_up", "1 when the source delivers", ["source", "kind"])
         state = _gauge("source_state", "1 for the current state of each source", ["source", "state"])
         fps = _gauge("source_fps", "items captured per second over the last 10 s", ["source"])
         age = _gauge("source_last_capture_age_seconds", "time since the newest captured item",
                      ["source"])
-        counters = {
-            "captured": _counter("source_captured", "frames or audio chunks captured", ["source"]),
-            "reconnects": _counter("source_reconnects", "successful re-opens after a failure",
-                                   ["source"]),
-            "open_failures": _counter("source_open_failures", "failed opens", ["source"]),
-            "read_errors": _counter("source_read_errors", "failed or timed-out reads", ["source"]),
-            "overflows": _counter("source_overflows", "device-side overflows", ["source"]),
-            "skipped_rate": _counter("source_rate_skipped", "frames skipped by the fps limit",
-                                     ["source"]),
+        counters: dict[str, tuple[CounterMetricFamily, Callable[[SourceStats], int]]] = {
+            "captured": (_counter("source_captured", "frames or audio chunks captured", ["source"]),
+                         lambda st: st.captured),
+            "reconnects": (_counter("source_reconnects", "successful re-opens after a failure",
+                                    ["source"]), lambda st: st.reconnects),
+            "open_failures": (_counter("source_open_failures", "failed opens", ["source"]),
+                              lambda st: st.open_failures),
+            "read_errors": (_counter("source_read_errors", "failed or timed-out reads", ["source"]),
+                            lambda st: st.read_errors),
+            "overflows": (_counter("source_overflows", "device-side overflows", ["source"]),
+                          lambda st: st.overflows),
+            "skipped_rate": (_counter("source_rate_skipped", "frames skipped by the fps limit",
+                                      ["source"]), lambda st: st.skipped_rate),
         }
         for src in d.sources:
             st = src.stats
@@ -205,14 +199,14 @@ class DaemonCollector:
             up.add_metric([sid, src.kind], 1.0 if str(st.state) == "up" else 0.0)
             for s in _SOURCE_STATES:
                 state.add_metric([sid, s], 1.0 if str(st.state) == s else 0.0)
-            fps.add_metric([sid], d.ops.rates.get(f"source.{sid}"))
+            fps.add_metric([sid], self.ops.rates.get(f"source.{sid}"))
             if st.last_capture_ns:
                 age.add_metric([sid], (now - st.last_capture_ns) / 1e9)
-            for key, fam in counters.items():
-                fam.add_metric([sid], getattr(st, key, 0))
-        yield from (up, state, fps, age, *counters.values())
+            for fam, value in counters.values():
+                fam.add_metric([sid], value(st))
+        yield from (up, state, fps, age, *(fam for fam, _ in counters.values()))
 
-    def _publisher(self, d: Any) -> Iterator[Metric]:
+    def _publisher(self, d: PipelineView) -> Iterator[Metric]:
         st = d.publisher.stats()
         pub = _counter("published", "messages published per topic", ["topic"])
         for topic, n in sorted(st.published.items()):
@@ -225,7 +219,7 @@ class DaemonCollector:
         seq.add_metric([], st.next_seq)
         yield from (pub, dropped, invalid, seq)
 
-    def _control(self, d: Any) -> Iterator[Metric]:
+    def _control(self, d: PipelineView) -> Iterator[Metric]:
         st = d.control.stats()
         req = _counter("control_requests", "control requests served per type", ["type"])
         for t in sorted(set(REQUEST_TYPES) | set(st.requests)):  # every series exists from start
@@ -239,7 +233,7 @@ class DaemonCollector:
         rd.add_metric([], st.replies_dropped)
         yield from (req, err, rec, rd)
 
-    def _fusion(self, d: Any) -> Iterator[Metric]:
+    def _fusion(self, d: PipelineView) -> Iterator[Metric]:
         fs = d.fusion.stats
         ev = _counter("events", "fused event messages (start, update, end)")
         ev.add_metric([], fs.events_published)
@@ -250,8 +244,8 @@ class DaemonCollector:
         last.add_metric([], fs.last_eval_ms / 1e3)
         yield from (ev, cmd, last)
 
-    def _ops(self, d: Any) -> Iterator[Metric]:
-        ops = d.ops
+    def _ops(self, d: PipelineView) -> Iterator[Metric]:
+        ops = self.ops
         if ops.watchdog is not None:
             w = ops.watchdog
             pings = _counter("watchdog_pings", "WATCHDOG=1 notifications sent")
@@ -284,11 +278,8 @@ class DaemonCollector:
         scrape.add_metric([], ops.last_scrape_s)
         yield scrape
 
-    def _samples(self, d: Any) -> Iterator[Metric]:
-        store = getattr(d, "samples", None)  # the samples logger, where this build has one
-        if store is None or not hasattr(store, "stats"):
-            return
-        st = _fields(store.stats())
+    def _samples(self, d: PipelineView) -> Iterator[Metric]:
+        st = d.samples.stats()
         per_label = {  # dict-valued stats: one series per trigger or reason
             "logged": ("samples_logged", "samples logged per trigger", "trigger"),
             "dropped": ("samples_dropped", "samples not logged per reason", "reason"),
@@ -325,10 +316,10 @@ class DaemonCollector:
             yield fam
 
 
-def build_registry(daemon: Any) -> CollectorRegistry:
+def build_registry(daemon: PipelineView, ops: OperationsView) -> CollectorRegistry:
     """A private registry: the daemon's collector plus this process's CPU, memory and GC."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(DaemonCollector(daemon))
+    reg.register(DaemonCollector(daemon, ops))
     ProcessCollector(registry=reg)
     GCCollector(registry=reg)
     return reg

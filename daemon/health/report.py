@@ -11,7 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from perceptd.daemon.health.view import PipelineView
 
 LIVE_STATES = ("running", "degraded")
 
@@ -69,7 +72,7 @@ def required(source_id: str, patterns: Iterable[str]) -> bool:
     return "*" in pats or source_id in pats
 
 
-def evaluate(daemon: Any, required_sources: Iterable[str], stall_after_s: float,
+def evaluate(daemon: PipelineView, required_sources: Iterable[str], stall_after_s: float,
              now_ns: int | None = None) -> HealthReport:
     """The verdict for a started Daemon (reads its objects; never blocks)."""
     now_ns = time.monotonic_ns() if now_ns is None else now_ns
@@ -87,33 +90,31 @@ def evaluate(daemon: Any, required_sources: Iterable[str], stall_after_s: float,
         sources[src.source_id] = {
             "state": str(st.state), "required": is_req, "reconnects": st.reconnects,
             "captured": st.captured, "last_error": st.last_error or None,
-            "last_error_at": getattr(st, "last_error_at", "") or None,
-            "first_capture_after_s": getattr(st, "first_capture_after_s", None),
+            "last_error_at": st.last_error_at or None,
+            "first_capture_after_s": st.first_capture_after_s,
             "last_capture_age_s": None if age is None else round(age, 3),
         }
         if str(st.state) != "up":
             msg = f"source {src.source_id} {st.state}"
             (problems if is_req else warnings).append(msg)
-    speech = getattr(daemon, "speech_setup", None)  # a configured recognizer that could not load
-    if speech is not None and speech.warning:
-        warnings.append(speech.warning)
-    started_ns = int(getattr(daemon, "started_ns", 0))
-    stages = stalled_stages([*daemon.stages, daemon.fusion], stall_after_s, now_ns, started_ns)
+    speech = daemon.speech_setup.warning  # a configured recognizer that could not load
+    if speech:
+        warnings.append(speech)
+    stages = stalled_stages([*daemon.stages, daemon.fusion], stall_after_s, now_ns, daemon.started_ns)
     if state in LIVE_STATES:
         problems += [f"stage {n} stalled {s.heartbeat_age_s:.1f} s" for n, s in stages.items()
                      if s.stalled]
-        for name in ("publisher", "control"):
-            obj = getattr(daemon, name, None)
-            if obj is not None and not obj.is_alive():
+        for name, alive in (("publisher", daemon.publisher.is_alive()),
+                            ("control", daemon.control.is_alive())):
+            if not alive:
                 problems.append(f"{name} thread dead")
     try:
         version = daemon.current_models().version
     except Exception:  # noqa: BLE001 - not loaded yet
         version = "none"
-    pub = getattr(daemon, "publisher", None)
     return HealthReport(
         healthy=not problems, state=state, model_version=version,
-        run_id=pub.run_id if pub is not None else "", uptime_s=round(daemon.lifecycle.uptime_s(), 3),
+        run_id=daemon.publisher.run_id, uptime_s=round(daemon.lifecycle.uptime_s(), 3),
         problems=problems, warnings=warnings, sources=sources, stages=stages,
-        errors=list(getattr(daemon, "errors", ())),
+        errors=daemon.errors,
     )

@@ -36,6 +36,12 @@ class TextStage(Worker[TextCommand]):
         self.models = models
         self.prompt_texts = prompt_texts  # per event, in config order (labels of the text top)
 
+    def submit(self, text: str, origin: str) -> int:
+        """Queue a command (never waits: a full inbox drops by its policy); its capture time."""
+        t = time.monotonic_ns()
+        self.inbox.put(TextCommand(text, origin, t), timeout=0)
+        return t
+
     def process(self, items: list[TextCommand]) -> None:
         m = self.models()
         t0 = time.perf_counter()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.errors import Refused
 from perceptd.daemon.fusion.space import MODALITIES
 from perceptd.daemon.samples import crypto
 from perceptd.daemon.samples.config import SamplesConfig
@@ -41,7 +42,7 @@ NS = 1_000_000_000
 SR = 16_000
 
 
-class LabelError(Exception):
+class LabelError(Refused):
     """A label request that cannot be served; str() is the reply."""
 
 

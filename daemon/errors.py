@@ -1,0 +1,9 @@
+"""Errors every room of the daemon may raise, at the bottom of the import graph."""
+
+from __future__ import annotations
+
+
+class Refused(Exception):
+    """A well-formed request the daemon will not do (an unknown label, a bad bundle, a reload
+    during a swap); str() is the one-line reason a client sees.  The control server answers
+    it with `{"ok": false, "error": str(exc)}`."""

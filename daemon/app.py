@@ -44,6 +44,7 @@ from perceptd.daemon.pipeline.text_stage import TextStage
 from perceptd.daemon.pipeline.vision_stage import PreprocessStage, VisionStage
 from perceptd.daemon.pipeline.worker import Worker
 from perceptd.daemon.publish.zmq_pub import EventPublisher
+from perceptd.daemon.record.writer import Recorder, chain_taps, open_recorder
 from perceptd.daemon.samples.logger import SampleLogger
 from perceptd.daemon.sources.base import Source, SourceState
 from perceptd.daemon.sources.camera import CameraSource, uri_kind
@@ -116,6 +117,7 @@ class Daemon:
     stages: list[Worker[Any]]
     publisher: EventPublisher
     control: ControlServer
+    recorder: Recorder | None = None  # `record:` / --record (docs/replay.md)
 
     def __init__(self, cfg: Config, *, ctx: zmq.Context | None = None, xpub: bool = False,
                  notify: Callable[[str], None] | None = None) -> None:
@@ -179,7 +181,8 @@ class Daemon:
         self.fusion = FusionStage(self.q_fusion, self.q_publish, cur, self.cfg.events,
                                   self.cfg.fusion.tick_ms,
                                   on_event=self.samples.on_event if logging_on else None,
-                                  on_evaluate=self.samples.on_evaluate if logging_on else None)
+                                  on_evaluate=self.samples.on_evaluate if logging_on else None,
+                                  on_journal=self.recorder.on_journal if self.recorder else None)
         self.stages = [self.preprocess, self.vision, self.audio, self.text]
         if self.speech is not None:
             self.stages.insert(3, self.speech)
@@ -192,11 +195,16 @@ class Daemon:
         if s.microphone is not None:
             self.sources.append(MicrophoneSource(s.microphone, self.q_audio, cb))
         self.sources += [WavFileSource(f, self.q_audio, cb) for f in s.audio_files]
+        if self.recorder is not None:  # every item as captured, before the queue
+            for src in self.sources:
+                src.tap = self.recorder.tap
 
     def _build_sockets(self) -> None:
         self.publisher = EventPublisher(self.ctx, self.cfg.publish, self.q_publish,
                                         model_version=lambda: self.current_models().version,
-                                        tap=self.ops.on_published, secure=self.ops.secure,
+                                        tap=chain_taps(self.ops.on_published, self.recorder
+                                                       and self.recorder.on_published),
+                                        secure=self.ops.secure,
                                         xpub=self.xpub)
         handlers = ControlHandlers(commands=self.text, labels=self.samples, reloader=self.bundles,
                                    status=self.status)
@@ -206,7 +214,11 @@ class Daemon:
     def _parts(self) -> list[Part]:
         """What start() starts, in order: consumers before producers."""
         speech = self.speech
-        parts = [
+        rec = self.recorder  # first started, last stopped: it sees every input and message
+        parts: list[Part] = [] if rec is None else [Part("recorder", rec.start, lambda _d: rec.close(
+            {"audio_dropped": sum(self.q_audio.stats().dropped_total.values()),
+             "frames_dropped": sum(self.q_frames.stats().dropped_total.values())}))]
+        parts += [
             Part("consumers", self.ops.start_consumers, lambda _d: self.ops.stop()),
             Part("publisher", self.publisher.start, self._stop_publishing),
             Part("samples", lambda: None,  # started while building (see _build_stages)
@@ -246,6 +258,8 @@ class Daemon:
         if self.bundles.ref is None:
             self.load()
         self._start(Part("security", self.ops.start_security, lambda _d: None))  # before any bind
+        self.recorder = open_recorder(self.cfg.record, self.cfg.model_dump(mode="json"),
+                                      self.current_models().version)
         self._build_queues()
         self._build_stages()
         self._build_sockets()

@@ -33,6 +33,14 @@ def apply_overrides(cfg: Config, cameras: list[str], audio_file: str | None,
     return cfg.model_copy(update={"sources": sources})
 
 
+def record_override(cfg: Config, record_dir: Path | str | None) -> Config:
+    """--record DIR: this run records into DIR (docs/replay.md), whatever `record:` says."""
+    if not record_dir:
+        return cfg
+    rec = cfg.record.model_copy(update={"enabled": True, "dir": Path(record_dir).resolve()})
+    return cfg.model_copy(update={"record": rec})
+
+
 def _abs_uri(uri: str) -> str:
     if "://" in uri or uri.isdigit() or uri.startswith("/dev/"):
         return uri
@@ -54,6 +62,7 @@ def run_main(args: argparse.Namespace) -> int:
     setup_logging(args.debug)
     cfg = apply_overrides(load_config(args.config), args.camera, args.audio_file, args.mic,
                           getattr(args, "loop", False))
+    cfg = record_override(cfg, getattr(args, "record", None))
     notifier = Notifier()
     daemon = Daemon(cfg, notify=notifier)
     daemon.config_path = Path(args.config).resolve()  # the console's Retrain runs with it
@@ -100,6 +109,7 @@ def _reload(daemon, args: argparse.Namespace, lock: threading.Lock) -> None:
         try:
             cfg = apply_overrides(load_config(args.config), args.camera, args.audio_file, args.mic,
                                   getattr(args, "loop", False))
+            cfg = record_override(cfg, getattr(args, "record", None))
         except ConfigError as exc:
             error = "; ".join(exc.lines)
             log.error("event=config_refused via=SIGHUP path=%s error=%r", args.config, error)

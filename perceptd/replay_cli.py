@@ -54,13 +54,13 @@ def add_parsers(sub: Any) -> None:
 
 def _replay_errors() -> tuple[type[Exception], ...]:
     from perceptd.daemon.record.reader import RecordingError
-    from perceptd.daemon.record.replay import ReplayError
+    from perceptd.daemon.replay import ReplayError
 
     return (RecordingError, ReplayError)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from perceptd.daemon.record.replay import replay_recording
+    from perceptd.daemon.replay import replay_recording
 
     def sink(msg: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(msg, separators=(",", ":")) + "\n")
@@ -100,7 +100,7 @@ def _publisher(args: argparse.Namespace):
     from perceptd.daemon.pipeline.queues import BoundedQueue
     from perceptd.daemon.publish.zmq_pub import EventPublisher
     from perceptd.daemon.record.reader import Recording
-    from perceptd.daemon.record.replay import replay_config
+    from perceptd.daemon.replay import replay_config
 
     cfg = replay_config(Recording(args.recording), args.config, args.bundle)
     outbox: BoundedQueue[Any] = BoundedQueue("publish", 1024, "block")
@@ -111,7 +111,7 @@ def _publisher(args: argparse.Namespace):
 
 
 def cmd_label_range(args: argparse.Namespace) -> int:
-    from perceptd.daemon.record.evaluate import label_range
+    from perceptd.daemon.evaluate import label_range
 
     try:
         lab = label_range(args.recording, args.from_s, args.to_s, args.event)
@@ -122,7 +122,7 @@ def cmd_label_range(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from perceptd.daemon.record.evaluate import evaluate, format_report
+    from perceptd.daemon.evaluate import evaluate, format_report
 
     if len(args.bundle) != 2:
         raise UserError("evaluate needs --bundle A --bundle B (exactly two)")

@@ -15,6 +15,7 @@ from perceptd.daemon.pipeline.audio_stage import AudioStageConfig
 from perceptd.daemon.pipeline.vision_stage import VisionStageConfig
 from perceptd.daemon.publish.mqtt import MqttConfig
 from perceptd.daemon.publish.zmq_pub import PublisherConfig
+from perceptd.daemon.record.config import RecordConfig
 from perceptd.daemon.samples.config import SamplesConfig
 from perceptd.daemon.security.curve import SecurityConfig
 from perceptd.daemon.snapshots.config import SnapshotConfig
@@ -124,6 +125,7 @@ class Config(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
     events: list[EventConfig] = Field(default_factory=list, description="the event vocabulary")
 
     _check_events = field_validator("events")(classmethod(lambda cls, v: check_unique_names(v)))
@@ -142,6 +144,8 @@ class Config(_Section):
             data.runtime.tensorrt_cache = (base / data.runtime.tensorrt_cache).resolve()
         data.samples = data.samples.resolved(base)
         data.snapshots = data.snapshots.resolved(base)
+        if not data.record.dir.is_absolute():
+            data.record.dir = (base / data.record.dir).resolve()
         data.speech = data.speech.resolved(base)
         for f in data.sources.audio_files:
             if not f.path.is_absolute():

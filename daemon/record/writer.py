@@ -30,21 +30,25 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from perceptd.daemon.fusion.timeline import ModalityOutput
 from perceptd.daemon.record.config import RecordConfig
 from perceptd.daemon.sources.base import SAMPLE_RATE, AudioChunk, Frame
+
+if TYPE_CHECKING:  # fusion hands its outputs in; this package never imports fusion
+    from perceptd.daemon.fusion.timeline import ModalityOutput
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 SEGMENT_SUFFIXES = (".mkv", ".f32", ".flac")
+KEYFRAME_INTERVAL = 30  # frames: a cut segment loses at most this many before the cut
 
 
 def _line(obj: Any) -> bytes:
@@ -115,6 +119,7 @@ class VideoWriter(_Segmented):
         self.cfg = cfg
         self.proc: subprocess.Popen[bytes] | None = None
         self.size: tuple[int, int] | None = None
+        self.cpu_s = 0.0  # encoder CPU of the closed segments
 
     def _codec(self) -> list[str]:
         if self.cfg.video == "lossless":
@@ -131,7 +136,8 @@ class VideoWriter(_Segmented):
             self.size = size
             cmd = ["nice", "-n", str(self.cfg.nice), "ffmpeg", "-hide_banner", "-loglevel", "error",
                    "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
-                   "-r", "15", "-i", "-", *self._codec(), "-threads", "1", "-f", "matroska",
+                   "-r", "15", "-i", "-", *self._codec(), "-g", str(KEYFRAME_INTERVAL), "-threads", "1",
+                   "-f", "matroska",
                    str(self.path)]
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
@@ -144,8 +150,11 @@ class VideoWriter(_Segmented):
             try:
                 assert self.proc.stdin is not None
                 self.proc.stdin.close()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
+                # wait4: the encoder's own CPU time (the recording's cost, measured)
+                _, status, usage = os.wait4(self.proc.pid, 0)
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                self.cpu_s += usage.ru_utime + usage.ru_stime
+            except (OSError, ChildProcessError):
                 self.proc.kill()
                 self.proc.wait(5)
             self.proc = None
@@ -204,8 +213,8 @@ class RecorderStats:
     dropped: collections.Counter[str] = field(default_factory=collections.Counter)
     write_errors: int = 0
     deleted_segments: int = 0
-    writer_cpu_s: float = 0.0  # the writer thread's CPU (ffmpeg children: see encoder_cpu_s)
-    encoder_cpu_s: float = 0.0
+    writer_cpu_s: float = 0.0  # the writer thread's CPU (taps, audio/index/JSON writes, pipe)
+    encoder_cpu_s: float = 0.0  # the ffmpeg encoders' CPU (wait4)
 
 
 def enforce_quota(root: Path, max_bytes: int, max_age_s: float | None, keep: set[Path]) -> int:
@@ -325,8 +334,7 @@ class Recorder:
             w.close()
         for f in self._files.values():
             f.close()
-        usage = os.times()
-        self.stats.encoder_cpu_s = usage.children_user + usage.children_system
+        self.stats.encoder_cpu_s = round(sum(w.cpu_s for w in self._video.values()), 3)
         self.meta["stopped_mono_ns"] = time.monotonic_ns()
         self.meta["stats"] = {**{k: v for k, v in vars(self.stats).items() if k != "dropped"},
                               "dropped": dict(self.stats.dropped)}
@@ -419,3 +427,23 @@ class Recorder:
                 self.cfg.dir) else self.folder, self.cfg.max_bytes, age, keep)
         except OSError as exc:
             log.warning("event=recording_quota_failed error=%r", exc)
+
+
+def open_recorder(cfg: RecordConfig, config: dict[str, Any], bundle_version: str) -> Recorder | None:
+    """The composition root's one call: a Recorder when `record.enabled`, else None."""
+    if not cfg.enabled:
+        return None
+    return Recorder(cfg, {"config": config, "bundle_version": bundle_version})
+
+
+def chain_taps(*taps: Callable[[Any, bytes], None] | None) -> Callable[[Any, bytes], None] | None:
+    """One publisher tap calling each given one in turn (the bridges, the recorder)."""
+    live = [t for t in taps if t is not None]
+    if len(live) <= 1:
+        return live[0] if live else None
+
+    def tap(envelope: Any, body: bytes) -> None:
+        for t in live:
+            t(envelope, body)
+
+    return tap

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from perceptd.daemon.record.reader import Recording, RecordingError
-from perceptd.daemon.record.replay import ReplayReport, Schedule, replay_recording
+from perceptd.daemon.replay import ReplayReport, Schedule, replay_recording
 
 NS = 1_000_000_000
 LABELS = "labels.jsonl"

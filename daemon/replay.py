@@ -113,6 +113,7 @@ def replay_config(rec: Recording, config_path: Path | None, bundle: str | None) 
         "bundle": cfg.bundle.model_copy(update={"version": str(version)}),
         "vision": cfg.vision.model_copy(update={"workers": 1}),
         "samples": cfg.samples.model_copy(update={"enabled": False}),
+        "speech": cfg.speech.model_copy(update={"nice": 0}),  # no live pipeline to yield to
     })
 
 

@@ -133,14 +133,14 @@ class Daemon:
                                             cfg.vision.max_batch)
         self._source_states: dict[str, tuple[str, str]] = {}
         self._stop = threading.Event()
-        self._wired = False  # queues and sockets exist (health can be published)
+        self._health_due = threading.Event()  # wakes the health thread: something changed
         self._started: list[Part] = []
         self.sources: list[Source] = []
         self.started_ns = 0
         # open problems shown in health and status (a refused bundle or config)
-        self.problems = ErrorBoard(on_change=self._health_changed)
+        self.problems = ErrorBoard(on_change=self._health_due.set)
         self.bundles = BundleSwapper(lambda: self.cfg.bundle, self._load_models, self.problems,
-                                     self._publish_health,
+                                     self._health_due.set,
                                      lower_priority=self.opts.intra_op_threads == 1)
         self.ops = Operations(self, console_view=lambda: DaemonAdapter(self))  # watchdog,
         # /healthz + /metrics, the web console, CURVE, the MQTT bridge
@@ -234,7 +234,7 @@ class Daemon:
             _stage(self.preprocess, 1.0),
             *(Part(src.source_id, src.start, _source_stop(src)) for src in self.sources),
             Part("control", self.control.start, lambda _d: self.control.stop(timeout_s=1.0)),
-            Part("health", self._start_health_loop, lambda _d: self._stop.set()),
+            Part("health", self._start_health_loop, lambda _d: self._stop_health_loop()),
         ]
         return parts
 
@@ -264,7 +264,6 @@ class Daemon:
         self._build_stages()
         self._build_sockets()
         self._build_sources()
-        self._wired = True
         for part in self._parts():
             self._start(part)
         self.lifecycle.to(State.RUNNING)
@@ -356,11 +355,11 @@ class Daemon:
         return self.notify.watchdog_interval_s() if isinstance(self.notify, Notifier) else None
 
     def _on_source_state(self, source_id: str, state: SourceState, detail: str) -> None:
+        """A source's thread reports a transition: recorded here, published by the health
+        thread (a capture thread never waits on the publish queue)."""
         self._source_states[source_id] = (str(state), detail)
         log.info("event=source_state source=%s state=%s detail=%s", source_id, state, detail)
-        self._update_degraded()
-        if self.lifecycle.state not in (State.STOPPING, State.STOPPED):
-            self._publish_health()
+        self._health_due.set()
 
     def _update_degraded(self) -> None:
         bad = any(s != SourceState.UP for s, _ in self._source_states.values())
@@ -368,10 +367,6 @@ class Daemon:
             self.lifecycle.to(State.DEGRADED)
         elif self.lifecycle.state is State.DEGRADED and not bad:
             self.lifecycle.to(State.RUNNING)
-
-    def _health_changed(self) -> None:
-        if self.lifecycle.state not in (State.STOPPING, State.STOPPED) and self._wired:
-            self._publish_health()
 
     def _publish_health(self) -> None:
         out = Outbound(status_report.health_message(self), time.monotonic_ns())
@@ -383,10 +378,29 @@ class Daemon:
     def _start_health_loop(self) -> None:
         threading.Thread(target=self._health_loop, name="health", daemon=True).start()
 
+    def _stop_health_loop(self) -> None:
+        self._stop.set()
+        self._health_due.set()
+
     def _health_loop(self) -> None:
-        while not self._stop.wait(self.cfg.health.interval_s):
-            self._publish_health()
-            self.notify(f"STATUS={self.ops.status_line()}")
+        """Every `health.interval_s`, and at once when something changed (a source's state, an
+        error reported or cleared, a swap): lifecycle degraded/running, then `health`."""
+        interval = self.cfg.health.interval_s
+        next_tick = time.monotonic() + interval
+        while True:
+            self._health_due.wait(max(0.0, next_tick - time.monotonic()))
+            if self._stop.is_set():
+                return
+            if self._health_due.is_set():
+                self._health_due.clear()
+                self._update_degraded()
+                self._publish_health()
+            if time.monotonic() >= next_tick:
+                next_tick += interval
+                if next_tick <= time.monotonic():  # behind (a stalled host): no burst
+                    next_tick = time.monotonic() + interval
+                self._publish_health()
+                self.notify(f"STATUS={self.ops.status_line()}")
 
     def summary(self) -> str:
         return status_report.summary(self)

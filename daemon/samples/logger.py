@@ -58,12 +58,17 @@ class _Pending:
 
 @dataclass
 class _Capture:
-    """An explicit `label` request for 'now', served by the fusion thread."""
+    """An explicit `label` request for 'now': its sample id is decided (and answered) at once;
+    the fusion thread's next evaluation writes the sample under that id."""
 
     event: str
     sample_id: str
-    done: threading.Event = field(default_factory=threading.Event)
-    error: str | None = None
+    queued_s: float  # monotonic time of the request (a capture no evaluation serves expires)
+    late_labels: dict[str, int] = field(default_factory=dict)  # labelled before it was taken
+
+
+MAX_CAPTURES = 16  # label-now requests waiting for the next fusion evaluation
+CAPTURE_TTL_S = 5.0  # one not served by then (fusion idle: nothing observed) is dropped
 
 
 def limits_of(cfg: SamplesConfig) -> Limits:
@@ -120,7 +125,7 @@ class SampleLogger:
         self._q: queue.Queue[_Pending | None] = queue.Queue(maxsize=cfg.queue_size)
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
-        self._captures: list[_Capture] = []
+        self._captures: dict[str, _Capture] = {}  # by sample id, in request order
         self._thread: threading.Thread | None = None
         self._fp_cache: tuple[str, str] = ("", "")
         self.logged: Counter[str] = Counter()  # per trigger, taken by the fusion thread
@@ -187,7 +192,7 @@ class SampleLogger:
         try:
             m = self.models()
             now_s = now_ns / NS
-            self._serve_captures(fused, m)
+            self._serve_captures(fused, m, now_ns / NS)
             for name, fr in fused.items():
                 i = m.space.index(name)
                 score = float(fr.scores[i])
@@ -201,28 +206,42 @@ class SampleLogger:
         except Exception:  # noqa: BLE001
             log.exception("event=sample_hook_error hook=on_evaluate")
 
-    def _serve_captures(self, fused: dict[str, FusedRow], m) -> None:
+    def _serve_captures(self, fused: dict[str, FusedRow], m, now_s: float) -> None:
         with self._lock:
-            captures, self._captures = self._captures, []
+            captures = list(self._captures.values())
         for cap in captures:
             fr = fused.get(cap.event) or next(iter(fused.values()))
             if not fr.row.mask.any():
-                cap.error = "nothing observed right now (no modality in the window)"
-            else:
-                i = m.space.index(cap.event) if cap.event in m.space.names else None
-                score = float(fr.scores[i]) if i is not None else None
-                label = Candidate("label", cap.event if i is not None else None, cap.event)
-                if self._take(label, fr, m, score, sample_id=cap.sample_id) is None:
-                    cap.error = "label samples are capped or off (samples.caps / triggers.label)"
-            cap.done.set()
+                self._capture_failed(cap, "label_nothing_observed",
+                                     "nothing observed right now (no modality in the window)")
+                continue
+            i = m.space.index(cap.event) if cap.event in m.space.names else None
+            score = float(fr.scores[i]) if i is not None else None
+            label = Candidate("label", cap.event if i is not None else None, cap.event)
+            if self._take(label, fr, m, score, capture=cap) is None:
+                self._capture_failed(cap, "label_refused",
+                                     "label samples are capped or off (samples.caps / triggers.label)")
+
+    def _capture_failed(self, cap: _Capture, reason: str, detail: str) -> None:
+        """The request was answered with its id already: the miss is counted and logged."""
+        with self._lock:
+            if self._captures.pop(cap.sample_id, None) is None:
+                return  # taken after all (or counted already)
+        log.warning("event=label_capture_failed sample=%s event=%s detail=%r", cap.sample_id,
+                    cap.event, detail)
+        self._count_drop(reason, cap.sample_id)
 
     def _take(self, c: Candidate, fr: FusedRow, m, score: float | None,
-              sample_id: str | None = None) -> str | None:
+              capture: _Capture | None = None) -> str | None:
         if not self.policy.admit(c, self.clock_ns() / NS):
             return None
-        sample, frame, pcm = self._build(c, fr, m, score, sample_id)
+        sample, frame, pcm = self._build(c, fr, m, score, capture.sample_id if capture else None)
         pending = _Pending(sample, frame, pcm)
         with self._lock:
+            if capture is not None:  # labels given to it while it waited travel along
+                if self._captures.pop(capture.sample_id, None) is None:
+                    return None  # expired meanwhile (counted there)
+                pending.late_labels.update(capture.late_labels)
             self._pending[sample.id] = pending
         try:
             self._q.put_nowait(pending)
@@ -284,19 +303,27 @@ class SampleLogger:
 
     # ------------------------------------------------------------------ control thread
 
-    def capture(self, event: str, timeout_s: float = 1.0) -> str:
-        """`label` with sample 'now': log the current context labelled `event`."""
+    def capture(self, event: str) -> str:
+        """`label` with sample 'now': log the current context labelled `event`.
+
+        Never waits for fusion: the sample id is decided here and returned at once; the next
+        fusion evaluation writes the sample under it (labels given to that id meanwhile are
+        kept).  A capture that cannot be taken then (nothing observed, caps) is counted in
+        `dropped` and logged."""
         if not self.enabled:
             raise LabelError(f"sample logging is off ({self.error or 'samples.enabled: false'})")
         if not self.cfg.triggers.label:
             raise LabelError("explicit label samples are off (samples.triggers.label: false)")
-        cap = _Capture(event, new_sample_id())
+        now = time.monotonic()
         with self._lock:
-            self._captures.append(cap)
-        if not cap.done.wait(timeout_s):
-            raise LabelError("fusion did not answer in time; try again")
-        if cap.error:
-            raise LabelError(cap.error)
+            expired = [c for c in self._captures.values() if now - c.queued_s > CAPTURE_TTL_S]
+            if len(self._captures) - len(expired) >= MAX_CAPTURES:
+                raise LabelError("too many label requests waiting for fusion; try again")
+        for c in expired:
+            self._capture_failed(c, "label_expired", "no fusion evaluation served it in time")
+        cap = _Capture(event, new_sample_id(), now)
+        with self._lock:
+            self._captures[cap.sample_id] = cap
         return cap.sample_id
 
     def label(self, sample_id: str, event: str, value: int = 1, source: str = "control") -> None:
@@ -311,6 +338,10 @@ class SampleLogger:
             pending = self._pending.get(sample_id)
             if pending is not None:
                 pending.late_labels[event] = value
+                return
+            waiting = self._captures.get(sample_id)  # a label-now not yet taken by fusion
+            if waiting is not None:
+                waiting.late_labels[event] = value
                 return
         try:
             self.store.label(sample_id, event, value, source)

@@ -20,6 +20,7 @@ What makes it deterministic whatever the machine's speed or load:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -152,7 +153,8 @@ class Replayer:
         self.report = ReplayReport(str(rec.path), models.version, self.schedule,
                                    "max" if speed is None else f"{speed:g}")
         self._seq = 0
-        self._run_id = f"replay-{str(rec.meta.get('run_id', 'x'))[:12]}"
+        # a fixed run id per recording (the schema's 32 hex digits): replays compare bit for bit
+        self._run_id = hashlib.sha256(f"replay:{rec.meta.get('run_id')}".encode()).hexdigest()[:32]
         self._wall0 = int(rec.meta.get("started_wall_ns", 0))
         self._mono0 = int(rec.meta.get("started_mono_ns", 0))
 

@@ -8,13 +8,30 @@ Stale outputs are absent (mask 0), never zero vectors that the head would read a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import numpy as np
 
 from perceptd.daemon.fusion.space import MODALITIES
 
+if TYPE_CHECKING:
+    from perceptd.daemon.inference.face import Face
+
 _PER_CAMERA = ("vision", "face")
+
+
+class ModalityExtra(TypedDict, total=False):
+    """What a stage attaches to an output besides the shared-space vector: read by the sample
+    logger (raw media, encoder features), by fusion and the recorder (a command's text)."""
+
+    features: np.ndarray  # vision: the encoder's feature vector (adapters train on it)
+    frame: np.ndarray  # vision: the BGR frame, only while samples keep raw frames
+    faces: list[Face] | None  # face: the detections of the frame
+    embedding: np.ndarray  # audio: the tagger's embedding (adapters train on it)
+    pcm: np.ndarray  # audio: the window's PCM, only while samples keep raw audio
+    speech_prob: float  # audio: the highest VAD probability of the last ~1 s
+    text: str  # text: the command
+    origin: Literal["control", "speech"]  # text: typed (control socket) or spoken
 
 
 @dataclass(frozen=True)
@@ -26,7 +43,7 @@ class ModalityOutput:
     t_capture_ns: int
     vector: np.ndarray  # [D], L2-normalised, in the shared space
     top: tuple[tuple[str, float], ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: ModalityExtra = field(default_factory=lambda: ModalityExtra())
     probs: np.ndarray | None = None  # vision/audio: the classifier's class probabilities
     commands: tuple[tuple[str, float], ...] = ()  # text: the matcher's log-odds per command
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from perceptd.daemon.fusion.timeline import ModalityOutput
+from perceptd.daemon.fusion.timeline import ModalityExtra, ModalityOutput
 from perceptd.daemon.inference.audio_frontend import MelParams, PatchStreamer
 from perceptd.daemon.inference.vad import SpeechSegmenter, VadStreamState
 from perceptd.daemon.messages import AudioMessage, Outbound, SpeechMessage
@@ -175,7 +175,7 @@ class AudioStage(Worker[AudioChunk]):
             w0, w1 = self._ns_at(s, int(start)), self._ns_at(s, int(start) + span)
             top = tuple(tops[i])
             self.windows += 1
-            extra = {"speech_prob": speech_prob, "embedding": out.embeddings[i]}
+            extra: ModalityExtra = {"speech_prob": speech_prob, "embedding": out.embeddings[i]}
             if self.keep_pcm:  # the window's audio, for samples that may store raw audio
                 extra["pcm"] = self._window_pcm(s, int(start), span)
             self.fusion.put(ModalityOutput("audio", source, w1, out.embed[i], top, extra,

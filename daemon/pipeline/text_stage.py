@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from perceptd.daemon.commands.evidence import scores_to_logodds
 from perceptd.daemon.fusion.space import top_prompts
@@ -52,6 +52,7 @@ class TextStage(Worker[TextCommand]):
         matches = matcher.match_many([c.text for c in items]) if matcher is not None else None
         for i, (c, v, top) in enumerate(zip(items, vecs, tops, strict=True)):
             evidence = scores_to_logodds(matches[i].scores) if matches is not None else ()
+            origin: Literal["control", "speech"] = "speech" if c.origin == "speech" else "control"
             self.fusion.put(ModalityOutput("text", c.source, c.t_capture_ns, v, tuple(top),
-                                           {"text": c.text, "origin": c.origin},
+                                           {"text": c.text, "origin": origin},
                                            commands=evidence))

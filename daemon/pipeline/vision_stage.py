@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from perceptd.daemon.fusion.timeline import ModalityOutput
+from perceptd.daemon.fusion.timeline import ModalityExtra, ModalityOutput
 from perceptd.daemon.messages import Face, Outbound, VisionMessage
 from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.pipeline.worker import Worker
@@ -147,7 +147,7 @@ class VisionStage(Worker[Prepared]):
                 self._emit(m, p.frame, out, i, tops[i], faces[i])
 
     def _emit(self, m, f: Frame, out, i: int, top, faces) -> None:
-        extra = {"features": out.features[i]}  # encoder feature: sample logging keeps it
+        extra: ModalityExtra = {"features": out.features[i]}  # encoder feature: sample logging keeps it
         if self.keep_frames:
             extra["frame"] = f.image
         self.fusion.put(ModalityOutput("vision", f.source_id, f.t_capture_ns, out.embed[i], top,

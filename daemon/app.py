@@ -46,6 +46,8 @@ from perceptd.daemon.pipeline.worker import Worker
 from perceptd.daemon.publish.zmq_pub import EventPublisher
 from perceptd.daemon.record.writer import Recorder, chain_taps, open_recorder
 from perceptd.daemon.samples.logger import SampleLogger
+from perceptd.daemon.snapshots.store import SnapshotStore
+from perceptd.daemon.snapshots.store import build_store as build_snapshot_store
 from perceptd.daemon.sources.base import Source, SourceState
 from perceptd.daemon.sources.camera import CameraSource, uri_kind
 from perceptd.daemon.sources.microphone import MicrophoneSource
@@ -118,6 +120,7 @@ class Daemon:
     publisher: EventPublisher
     control: ControlServer
     recorder: Recorder | None = None  # `record:` / --record (docs/replay.md)
+    snapshots: SnapshotStore | None = None  # `snapshots:` (docs/console.md)
 
     def __init__(self, cfg: Config, *, ctx: zmq.Context | None = None, xpub: bool = False,
                  notify: Callable[[str], None] | None = None) -> None:
@@ -199,11 +202,19 @@ class Daemon:
             for src in self.sources:
                 src.tap = self.recorder.tap
 
+    def _camera_frames(self) -> dict[str, Any]:
+        """Each camera's newest frame (a reference; cameras replace it, never change it)."""
+        return {s.source_id: s.last_image for s in self.sources if isinstance(s, CameraSource)}
+
     def _build_sockets(self) -> None:
+        enc = self.cfg.samples.encryption
+        self.snapshots = build_snapshot_store(self.cfg.snapshots, enc.enabled, enc.key_file,
+                                              self._camera_frames)
         self.publisher = EventPublisher(self.ctx, self.cfg.publish, self.q_publish,
                                         model_version=lambda: self.current_models().version,
                                         tap=chain_taps(self.ops.on_published, self.recorder
                                                        and self.recorder.on_published),
+                                        annotate=self.snapshots.annotate if self.snapshots else None,
                                         secure=self.ops.secure,
                                         xpub=self.xpub)
         handlers = ControlHandlers(commands=self.text, labels=self.samples, reloader=self.bundles,
@@ -218,6 +229,9 @@ class Daemon:
         parts: list[Part] = [] if rec is None else [Part("recorder", rec.start, lambda _d: rec.close(
             {"audio_dropped": sum(self.q_audio.stats().dropped_total.values()),
              "frames_dropped": sum(self.q_frames.stats().dropped_total.values())}))]
+        snaps = self.snapshots  # before the publisher asks it, flushed after the publisher stops
+        if snaps is not None:
+            parts.append(Part("snapshots", snaps.start, lambda d: snaps.close(_left(d, 0.0, 0.2))))
         parts += [
             Part("consumers", self.ops.start_consumers, lambda _d: self.ops.stop()),
             Part("publisher", self.publisher.start, self._stop_publishing),

@@ -122,6 +122,9 @@ class Console:
             Rule("/api/status", endpoint="status", methods=["GET"]),
             Rule("/api/samples", endpoint="samples", methods=["GET"]),
             Rule("/api/samples/label", endpoint="label", methods=["POST"]),
+            Rule("/api/samples/delete", endpoint="delete_samples", methods=["POST"]),
+            Rule("/api/samples/<sid>", endpoint="sample", methods=["GET"]),
+            Rule("/api/samples/<sid>/frame.jpg", endpoint="sample_frame", methods=["GET"]),
             Rule("/api/try", endpoint="try_prompt", methods=["POST"]),
             Rule("/api/thumb/<camera>", endpoint="thumb", methods=["GET"]),
             Rule("/api/snapshot/<sid>", endpoint="snapshot", methods=["GET"]),
@@ -293,6 +296,39 @@ class Console:
                 errors[sid] = str(exc)
         status = 200 if done else 400
         return _json({"ok": bool(done), "labelled": done, "event": event, "errors": errors}, status)
+
+    def on_sample(self, _request: Request, sid: str) -> Response:
+        starting = self._starting()
+        if starting:
+            return starting
+        detail = self.view.sample_detail(sid)
+        if detail is None:
+            raise NotFound(f"no sample {sid!r}")
+        return _json({"ok": "error" not in detail, **detail})
+
+    def on_sample_frame(self, _request: Request, sid: str) -> Response:
+        """The frame a sample kept (only where `samples.raw_media.frames` allowed it)."""
+        jpeg = self.view.sample_frame(sid) if self.view.ready() else None
+        if jpeg is None:
+            raise NotFound(f"no frame kept for sample {sid!r}")
+        resp = Response(jpeg, 200, content_type="image/jpeg")
+        resp.headers["Cache-Control"] = "private, max-age=3600"
+        return resp
+
+    def on_delete_samples(self, request: Request) -> Response:
+        starting = self._starting()
+        if starting:
+            return starting
+        ids = (request.get_json(silent=True) or {}).get("ids")
+        if (not isinstance(ids, list) or not ids or len(ids) > MAX_LABEL_IDS
+                or not all(isinstance(i, str) for i in ids)):
+            return _json({"ok": False, "error": 'expected {"ids": [sample id, ...]}'}, 400)
+        try:
+            n = self.view.delete_samples(ids)
+        except LabelRefused as exc:
+            return _json({"ok": False, "error": str(exc)}, 400)
+        log.info("event=console_samples_deleted requested=%d deleted=%d", len(ids), n)
+        return _json({"ok": True, "deleted": n})
 
     def on_try_prompt(self, request: Request) -> Response:
         starting = self._starting()

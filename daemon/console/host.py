@@ -27,6 +27,9 @@ class DaemonView(Protocol):
     def camera_image(self, camera_id: str) -> Any: ...
     def config_path(self) -> Path | None: ...
     def snapshot_meta(self, snapshot_id: str) -> dict[str, Any] | None: ...
+    def sample_detail(self, sample_id: str) -> dict[str, Any] | None: ...
+    def sample_frame(self, sample_id: str) -> bytes | None: ...
+    def delete_samples(self, sample_ids: list[str]) -> int: ...
     def snapshot_image(self, snapshot_id: str, camera: str) -> bytes | None: ...
 
 
@@ -124,3 +127,43 @@ class DaemonAdapter:
     def snapshot_image(self, snapshot_id: str, camera: str) -> bytes | None:
         store = self._d.snapshots
         return None if store is None else store.image(snapshot_id, camera)
+
+    def sample_detail(self, sample_id: str) -> dict[str, Any] | None:
+        """What a sample saw: top labels per modality, scores per event, media kept (the file is
+        decoded, so a page asks per sample, on a click)."""
+        from perceptd.daemon.samples.record import SAMPLE_ID_RE
+
+        store = self._d.samples.store
+        if store is None or not SAMPLE_ID_RE.fullmatch(sample_id) or not store.exists(sample_id):
+            return None
+        try:
+            s = store.get(sample_id)
+        except Exception as exc:  # noqa: BLE001 - a damaged file is reported, not raised
+            return {"id": sample_id, "error": f"{type(exc).__name__}: {exc}"}
+        scores = sorted(zip(s.events, (float(v) for v in s.scores), strict=True), key=lambda p: -p[1])
+        return {"id": s.id, "trigger": s.trigger, "event": s.event, "score": s.score,
+                "model_version": s.model_version, "modalities": list(s.modalities), "tops": s.tops,
+                "scores": [[e, round(v, 4)] for e, v in scores[:5]], "text": s.text,
+                "media": s.media, "labels": s.labels}
+
+    def sample_frame(self, sample_id: str) -> bytes | None:
+        from perceptd.daemon.samples.record import SAMPLE_ID_RE
+
+        store = self._d.samples.store
+        if store is None or not SAMPLE_ID_RE.fullmatch(sample_id) or not store.exists(sample_id):
+            return None
+        try:
+            return store.get(sample_id).jpeg
+        except Exception:  # noqa: BLE001 - missing or damaged: no image
+            return None
+
+    def delete_samples(self, sample_ids: list[str]) -> int:
+        from perceptd.daemon.samples.record import SAMPLE_ID_RE
+
+        store = self._d.samples.store
+        if store is None:
+            raise LabelRefused("sample logging is off")
+        bad = [i for i in sample_ids if not SAMPLE_ID_RE.fullmatch(i)]
+        if bad:
+            raise LabelRefused(f"not a sample id: {bad[0][:80]!r}")
+        return store.delete([i for i in sample_ids if store.exists(i)])

@@ -120,6 +120,7 @@ def status(d: PipelineView, ops: Operations) -> dict[str, Any]:
         "swap": swap.state,
         "errors": d.errors,
         "samples": d.samples.stats(),
+        "snapshots": d.snapshots.stats() if d.snapshots is not None else {"enabled": False},
         "summary": summary(d),
         "health": ops.health().to_dict(),
         **ops.endpoints(),

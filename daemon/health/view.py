@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from perceptd.daemon.publish.zmq_pub import EventPublisher
     from perceptd.daemon.samples.logger import SampleLogger
     from perceptd.daemon.security.curve import CurveServer
+    from perceptd.daemon.snapshots.store import SnapshotStore
     from perceptd.daemon.sources.base import Source
     from perceptd.daemon.speech.stage import SpeechSetup
 
@@ -50,6 +51,7 @@ class PipelineView(Protocol):
     publisher: EventPublisher
     control: ControlServer
     samples: SampleLogger
+    snapshots: SnapshotStore | None  # None: snapshots off
     speech_setup: SpeechSetup
     bundles: BundleSwapper  # swaps, the last swap and the reload state
 

@@ -64,7 +64,8 @@ def rig(tmp_path_factory):
         tmp,
         sources={"cameras": [{"id": "camera0", "uri": str(CAT), "fps": 5, "loop": True}],
                  "audio_files": [{"id": "speaker", "path": str(PHRASE), "loop": True}]},
-        samples={"dir": str(tmp / "samples")},
+        samples={"dir": str(tmp / "samples"), "raw_media": {"frames": True}},
+        snapshots={"enabled": True, "dir": str(tmp / "snapshots")},
         speech={"enabled": False},  # typed commands are enough here; spare the CPU
     )
     daemon = DaemonProcess(cfg)
@@ -142,6 +143,44 @@ def test_clicking_an_event_shows_its_weights(page) -> None:
     assert page.locator("#timeline .tl-bar[data-event='cat_present']").count() >= 1
 
 
+def test_an_event_start_shows_its_snapshot(rig, page) -> None:
+    """The start message carries a snapshot id; the detail shows the frame current at the start:
+    the camera's cat photo (compared with the photo itself), served only through the store."""
+    import cv2
+    import numpy as np
+
+    start = "#events li[data-topic='event.cat_present']:has-text('start')"
+    page.wait_for_selector(start, timeout=30_000)
+    page.click(start)
+    img = "#detail-body .snapshot img.snap"
+    page.wait_for_selector(img, timeout=10_000)
+    assert _loaded_width(page, img, lambda w: w > 0) > 0
+    src = page.get_attribute(img, "src")
+    sid = src.split("/")[3]
+    status, headers, body = _http(rig["url"] + src)
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    shot = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    ref = cv2.resize(cv2.imread(str(CAT)), (shot.shape[1], shot.shape[0]), interpolation=cv2.INTER_AREA)
+    assert float(np.abs(shot.astype(int) - ref.astype(int)).mean()) < 12
+    meta = json.loads(_http(rig["url"] + f"/api/snapshot/{sid}")[2])
+    assert meta["event"] == "cat_present" and meta["cameras"] == ["camera0"]
+    for bad in (f"/api/snapshot/{sid}/nope.jpg", "/api/snapshot/..%2f..%2fetc",
+                "/api/snapshot/20261206T010203-0123456789ab"):
+        assert _http(rig["url"] + bad)[0] == 404, bad
+    # the store is bounded and on disk where the config says
+    assert (Path(rig["config"]).parent / "snapshots" / sid / "meta.json").exists()
+
+
+def test_live_view_shows_the_audio_level(page) -> None:
+    meter = "#sources .meter"
+    page.wait_for_selector(meter, timeout=10_000)
+    deadline, loudest = time.monotonic() + 10, -120.0
+    while time.monotonic() < deadline and loudest < -40:  # the looped phrase, not silence
+        loudest = max(loudest, float(page.get_attribute(meter, "data-dbfs")))
+        time.sleep(0.3)
+    assert -40 <= loudest <= 0, loudest
+
+
 def test_labelling_a_sample_in_the_browser_changes_the_store(rig, page) -> None:
     reply = rig["daemon"].request({"type": "label", "sample": "now", "event": "cat_present"})
     assert reply["ok"], reply
@@ -158,6 +197,37 @@ def test_labelling_a_sample_in_the_browser_changes_the_store(rig, page) -> None:
                            timeout=10_000)
     after = _samples_show(rig["config"], sid)
     assert after["labels"].get("dog_present") == 1, after["labels"]
+
+
+def test_a_sample_shows_what_it_saw_and_can_be_deleted(rig, page) -> None:
+    """Its kept frame (raw frames allowed in this rig), its top labels on a click (the looped
+    photo is a cat), and a bulk delete that removes it from the store."""
+    reply = rig["daemon"].request({"type": "label", "sample": "now", "event": "cat_present"})
+    assert reply["ok"], reply
+    sid = reply["sample"]
+    deadline = time.monotonic() + 20
+    while _samples_show(rig["config"], sid) is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+    page.click("nav button[data-view='samples']")
+    frame = f"#samples .seen[data-sample='{sid}'] img.sample-frame"
+    page.wait_for_selector(frame, timeout=10_000)
+    assert _loaded_width(page, frame, lambda w: w > 0) > 0
+    page.click(f"#samples button.what[data-sample='{sid}']")
+    tops = f"#samples .seen[data-sample='{sid}'] .tops"
+    page.wait_for_selector(tops, timeout=10_000)
+    text = page.inner_text(tops)
+    vision = next(line for line in text.splitlines() if line.startswith("vision:"))
+    assert any(w in vision.lower() for w in ("cat", "mau", "tabby")), vision
+    assert "cat_present" in text
+    page.on("dialog", lambda d: d.accept())
+    page.check(f"#samples input.pick[value='{sid}']")
+    page.click("#bulk-delete")
+    page.wait_for_selector("#s-msg:has-text('deleted 1')", timeout=10_000)
+    assert _samples_show(rig["config"], sid) is None
+    assert page.locator(f"#samples .seen[data-sample='{sid}']").count() == 0
+    # a delete needs the CSRF token like every POST
+    body = json.dumps({"ids": [sid]}).encode()
+    assert _http(rig["url"] + "/api/samples/delete", body, {"Content-Type": "application/json"})[0] == 403
 
 
 def test_try_a_prompt_returns_a_score(page) -> None:

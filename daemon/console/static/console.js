@@ -222,14 +222,41 @@ async function loadSamples() {
   for (const s of data.samples) for (const [e, v] of Object.entries(s.labels)) if (v) counts[e] = (counts[e] || 0) + 1;
   $("#s-counts").textContent = `${data.samples.length} samples · labelled: ` +
     (Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(", ") || "none");
-  rows($("#samples"), ["", "created", "trigger", "event", "score", "modalities", "labels", "label as"],
+  rows($("#samples"), ["", "created", "trigger", "event", "score", "seen", "labels", "label as"],
     data.samples.map((s) => [
       el("input", {type: "checkbox", class: "pick", value: s.id}),
-      s.created, s.trigger, s.event ?? "-", fmt(s.score), s.modalities,
+      s.created, s.trigger, s.event ?? "-", fmt(s.score), seen(s),
       el("span", {class: "labelled", "data-sample": s.id},
         Object.entries(s.labels).map(([e, v]) => v ? e : "-" + e).join(", ") || "-"),
       el("span", {}, ...eventNames.map((n) => el("button", {class: "lab", "data-sample": s.id, "data-event": n,
         onclick: () => label([s.id], n)}, n)))]));
+}
+// what a sample saw: its kept frame where raw media is kept, else (on a click) its top labels
+function seen(s) {
+  const box = el("span", {class: "seen", "data-sample": s.id});
+  if ((s.media || "").includes("jpeg"))
+    box.append(el("img", {class: "sample-frame", loading: "lazy", alt: s.id,
+      src: `/api/samples/${encodeURIComponent(s.id)}/frame.jpg`}));
+  box.append(el("button", {class: "what", "data-sample": s.id, onclick: () => sampleDetail(s.id, box)},
+    s.modalities || "what it saw"));
+  return box;
+}
+async function sampleDetail(id, box) {
+  const r = await fetch(`/api/samples/${encodeURIComponent(id)}`, {credentials: "same-origin"});
+  const d = await r.json();
+  const lines = d.ok ? Object.entries(d.tops || {}).map(([m, top]) =>
+    `${m}: ` + top.slice(0, 3).map(([l, p]) => `${l} ${fmt(p)}`).join(", ")) : [d.error || "not available"];
+  if (d.ok && d.text) lines.push(`text: "${d.text}"`);
+  if (d.ok) lines.push("scores: " + d.scores.map(([e, v]) => `${e} ${fmt(v)}`).join(", "));
+  box.querySelector(".tops")?.remove();
+  box.append(el("div", {class: "tops muted"}, ...lines.map((l) => el("div", {}, l))));
+}
+async function deleteSelected() {
+  const ids = [...document.querySelectorAll("input.pick:checked")].map((i) => i.value);
+  if (!ids.length || !confirm(`Delete ${ids.length} sample(s)? This cannot be undone.`)) return;
+  const [status, data] = await post("/api/samples/delete", {ids});
+  $("#s-msg").textContent = data.ok ? `deleted ${data.deleted}` : `refused (${status}): ${data.error}`;
+  await loadSamples();
 }
 async function label(ids, event) {
   const [status, data] = await post("/api/samples/label", {ids, event});
@@ -239,6 +266,7 @@ async function label(ids, event) {
 $("#s-refresh").addEventListener("click", loadSamples);
 $("#f-trigger").addEventListener("change", loadSamples);
 $("#f-event").addEventListener("change", loadSamples);
+$("#bulk-delete").addEventListener("click", deleteSelected);
 $("#bulk-apply").addEventListener("click", () => {
   const ids = [...document.querySelectorAll("input.pick:checked")].map((i) => i.value);
   if (ids.length) label(ids, $("#bulk-event").value);

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from perceptd import __version__
+from perceptd.daemon import __version__
 from perceptd.daemon.health.http import HttpServer, json_body
 from perceptd.daemon.health.report import LIVE_STATES, HasHeartbeat, HealthReport, evaluate
 from perceptd.daemon.health.stats import LATENCY_BUCKETS_S, HistogramSet, Rates

@@ -1,14 +1,13 @@
-"""`perceptd probe`: one shot through the ONNX bundle (never PyTorch), fused like the daemon.
+"""One shot through the ONNX bundle (never PyTorch), fused like the daemon (`perceptd probe`,
+printed by perceptd/probe_cli.py; tests and benches call `run_probe`).
 
-Prints per modality the top labels (and face boxes), the speech segments VAD finds with what
-the recognizer heard in each and the command event it yields, and every configured event with
-its fused score and modality weights.  `--json` gives one object.
+Per modality the top labels (and face boxes), the speech segments VAD finds with what the
+recognizer heard in each and the command event it yields, and every configured event with its
+fused score and modality weights; `to_json` gives one object.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,14 @@ import numpy as np
 
 from perceptd.daemon.bundle import resolve_bundle, verify_bundle
 from perceptd.daemon.commands.evidence import command_logodds
-from perceptd.daemon.config import Config, load_config
+from perceptd.daemon.config import Config
+from perceptd.daemon.errors import UserError
 from perceptd.daemon.fusion.space import MODALITIES, top_prompts
 from perceptd.daemon.inference.models import ModelSet, load_models
 from perceptd.daemon.inference.session import SessionOptions
 from perceptd.daemon.inference.vad import detect_segments
 from perceptd.daemon.sources.base import SourceError
 from perceptd.daemon.sources.wavfile import load_audio
-from perceptd.errors import UserError
 
 
 @dataclass
@@ -223,49 +222,3 @@ def to_json(res: ProbeResult, m: ModelSet) -> dict[str, Any]:
         "events": res.events,
         "ranking": ranking,
     }
-
-
-def print_human(res: ProbeResult, m: ModelSet) -> None:
-    print(f"bundle {m.version}  (providers: {', '.join(sorted(set(m.providers().values())))})")
-    for name, info in res.modalities.items():
-        tops = ", ".join(f"{lab} {p:.2f}" for lab, p in info["top"])
-        print(f"{name:<7} {tops}")
-    if "vision" in res.modalities:
-        boxes = "; ".join(f"[{', '.join(f'{v:.0f}' for v in f['box'])}] {f['score']:.2f}"
-                          for f in res.faces)
-        print(f"faces   {len(res.faces)}{'  ' + boxes if boxes else ''}")
-    if "audio" in res.modalities:
-        _print_speech(res)
-    print("events (fused score, modality weights):")
-    for name in sorted(res.events, key=lambda n: -res.events[n]["score"]):
-        e = res.events[name]
-        w = ", ".join(f"{k} {v:.2f}" for k, v in e["weights"].items())
-        mark = "*" if e["fires"] else " "
-        print(f" {mark} {name:<18} {e['score']:.3f}  {w}")
-
-
-def _print_speech(res: ProbeResult) -> None:
-    if not res.speech_segments:
-        print("speech  none")
-    if res.speech_engine.get("reason"):
-        print(f"speech  recognizer off: {res.speech_engine['reason']}")
-    for s in res.speech_segments:
-        line = f"speech  {s['start']:.2f}-{s['end']:.2f} s"
-        if s.get("text") is not None:
-            conf = (f"avg_logprob {s['avg_logprob']:.2f}, no_speech {s['no_speech_prob']:.2f}"
-                    if s["avg_logprob"] is not None else "no confidence")
-            cmd = s["command"]
-            verdict = (f"-> event.{cmd['event']} {cmd['score']:.3f}" if cmd
-                       else f"-> no command ({s['verdict']})")
-            line += f"  {s['text']!r} ({conf}) {verdict}"
-        print(line)
-
-
-def probe_main(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    res, models = run_probe(cfg, args.image, args.audio, args.text, args.top)
-    if args.json:
-        print(json.dumps(to_json(res, models), indent=2))
-    else:
-        print_human(res, models)
-    return 0

@@ -1,39 +1,35 @@
-"""Ask a running daemon to reload its bundle, and `perceptd rollback`.
+"""Ask a running daemon to reload its bundle (promotion, rollback: `perceptd retrain --promote`,
+`perceptd rollback`, the console's Promote/Rollback).
 
 Promotion and rollback move the `current`/`previous` pointers and ask the daemon to `reload`
 (verify, load in the background, swap between batches).  The move is a transaction: when the
 daemon refuses the new bundle (sha256, parity, or a model that does not load) the pointers are
 put back at once and the command returns with the daemon's reason, so `current` never stays on
 a bundle that does not serve.  No daemon running is not an error: the next start serves the new
-pointer (and a daemon whose `current` will not load falls back to `previous`, see Daemon.load).
+pointer (and a daemon whose `current` will not load falls back to `previous`, see
+inference/swap.BundleSwapper.load).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from perceptd.daemon.bundle import pointer_target, promote, rollback, set_pointer
-from perceptd.daemon.config import Config, load_config
+from perceptd.daemon.bundle import pointer_target, promote, set_pointer
+from perceptd.daemon.config import Config
 
 log = logging.getLogger(__name__)
 
 
-def _connect_uri(bind_uri: str) -> str:
-    return bind_uri.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")
-
-
 def request_reload(cfg: Config, wait_s: float = 30.0) -> dict[str, Any]:
     """Send `reload`; wait (bounded) until the daemon serves the version it announced."""
-    from perceptd.daemon.control.client import ControlError, send_request
+    from perceptd.daemon.control.client import ControlError, connect_uri, send_request
     from perceptd.daemon.security.curve import CurveClient
 
-    endpoint = _connect_uri(cfg.control.endpoint)
+    endpoint = connect_uri(cfg.control.endpoint)
     try:
         curve = CurveClient.from_config(cfg.security)
         reply = send_request(endpoint, {"type": "reload"}, timeout_s=5.0, curve=curve)
@@ -97,23 +93,3 @@ def switch_bundle(cfg: Config, move: Callable[[Path], Any], wait_s: float = 30.0
 def promote_and_reload(cfg: Config, version: str, wait_s: float = 30.0) -> dict[str, Any]:
     """`retrain --promote`: current -> version (previous -> the old current), undone on refusal."""
     return switch_bundle(cfg, lambda root: promote(root, version), wait_s)
-
-
-def rollback_main(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    root = cfg.bundle.dir
-    before = pointer_target(root, "current")
-    target = pointer_target(root, "previous")
-    result: dict[str, Any] = {"ok": True, "from": before}
-    result.update(switch_bundle(cfg, rollback, args.timeout))
-    result["ok"] = result["daemon"] not in ("refused", "not_swapped", "lost")
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        if result.get("restored"):
-            print(f"rollback undone: the daemon refused {target}; current -> {result['current']} "
-                  f"(unchanged)")
-        else:
-            print(f"rolled back: current -> {result['current']} (was {before})")
-        print(f"daemon: {result['daemon']}" + (f" ({result['detail']})" if result.get("detail") else ""))
-    return 0 if result["ok"] else 1

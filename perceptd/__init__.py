@@ -1,2 +1,4 @@
 """perceptd: streaming edge perception daemon."""
-__version__ = "0.1.0"
+from perceptd.daemon import __version__
+
+__all__ = ["__version__"]

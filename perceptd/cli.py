@@ -56,7 +56,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from perceptd.daemon.probe import probe_main
+    from perceptd.probe_cli import probe_main
 
     return probe_main(args)
 
@@ -68,7 +68,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from perceptd.daemon.main import run_main
+    from perceptd.run_cli import run_main
 
     return run_main(args)
 
@@ -148,29 +148,27 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from perceptd.daemon.demo import demo_main
+    from perceptd.demo_cli import demo_main
 
     return demo_main(args)
-
-
-def _connect_uri(bind_uri: str) -> str:
-    return bind_uri.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")
 
 
 def _control_endpoint(args: argparse.Namespace) -> str:
     if args.endpoint:
         return args.endpoint
     from perceptd.daemon.config import load_config
+    from perceptd.daemon.control.client import connect_uri
 
-    return _connect_uri(load_config(_config_path(args)).control.endpoint)
+    return connect_uri(load_config(_config_path(args)).control.endpoint)
 
 
 def _events_endpoint(args: argparse.Namespace) -> str:
     if args.endpoint:
         return args.endpoint
     from perceptd.daemon.config import load_config
+    from perceptd.daemon.control.client import connect_uri
 
-    return _connect_uri(load_config(_config_path(args)).publish.endpoint)
+    return connect_uri(load_config(_config_path(args)).publish.endpoint)
 
 
 def _client_curve(args: argparse.Namespace):
@@ -204,7 +202,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
-    from perceptd.daemon.samples.cli import samples_main
+    from perceptd.samples_cli import samples_main
 
     return samples_main(args)
 
@@ -216,7 +214,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from perceptd.daemon.reload import rollback_main
+    from perceptd.rollback_cli import rollback_main
 
     return rollback_main(args)
 
@@ -288,7 +286,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="perceptd", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="perceptd", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--version", action="version", version=f"perceptd {__version__}")
     parser.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

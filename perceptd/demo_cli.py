@@ -144,7 +144,7 @@ def demo_main(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from perceptd.daemon.app import Daemon
-    from perceptd.daemon.main import setup_logging
+    from perceptd.run_cli import setup_logging
 
     console = Console()
     setup_logging(args.debug) if args.debug else None

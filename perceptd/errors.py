@@ -1,7 +1,8 @@
-"""Errors a user can act on: the CLI prints their message as one line, no traceback."""
+"""Errors a user can act on: the CLI prints their message as one line, no traceback.
 
+`UserError` is defined at the bottom of the daemon (daemon/errors.py), which raises it too
+(a bad probe input, CURVE keys); the CLI side imports it from here."""
 
-class UserError(Exception):
-    """Bad input from the user (file, flag, value); the message names it."""
+from perceptd.daemon.errors import UserError
 
-    exit_code = 1
+__all__ = ["UserError"]

@@ -26,6 +26,12 @@ DEFAULT_EVENTS_ENDPOINT = "tcp://127.0.0.1:5560"
 _STOP_POLL_MS = 100  # how often a `subscribe(stop=...)` watcher looks at its stop flag
 
 
+def connect_uri(bind_uri: str) -> str:
+    """The address a local client connects to for a socket bound at `bind_uri` (a wildcard
+    host `*` or `0.0.0.0` becomes loopback)."""
+    return bind_uri.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")
+
+
 class ControlError(RuntimeError):
     """The daemon could not be reached or answered nonsense; str() is one clear line."""
 

@@ -23,7 +23,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from perceptd import __version__
+from perceptd.daemon import __version__
 from perceptd.daemon.control.requests import REQUEST_TYPES
 from perceptd.daemon.health.stats import HistogramSnapshot
 

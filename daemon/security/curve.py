@@ -23,7 +23,7 @@ import zmq.auth
 from pydantic import BaseModel, ConfigDict, Field
 from zmq.auth.thread import ThreadAuthenticator
 
-from perceptd.errors import UserError
+from perceptd.daemon.errors import UserError
 
 log = logging.getLogger(__name__)
 

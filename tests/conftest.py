@@ -12,6 +12,15 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that reaches the exported bundle (the `bundle_dir` fixture, directly or through
+    another fixture) is marked `bundle`: `pytest tests/unit -m "not bundle"` runs without an
+    export.  Tests that read the bundle otherwise carry the mark themselves."""
+    for item in items:
+        if "bundle_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.bundle)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

@@ -9,8 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perceptd.daemon.inference.models import ModelSet
 from perceptd.daemon.record.reader import Recording, RecordingError
-from perceptd.daemon.replay import ReplayReport, Schedule, replay_recording
+from perceptd.daemon.replay import (
+    ReplayReport,
+    Schedule,
+    load_replay_models,
+    replay_config,
+    replay_recording,
+)
 
 NS = 1_000_000_000
 LABELS = "labels.jsonl"
@@ -122,10 +129,17 @@ def evaluate(recordings: Sequence[Path], bundle_a: str, bundle_b: str, *,
              shift_ns: int = NS) -> dict[str, Any]:
     out: dict[str, Any] = {"bundle_a": bundle_a, "bundle_b": bundle_b, "recordings": []}
     totals = {"added": 0, "removed": 0, "shifted": 0, "same": 0}
+    loaded: dict[str, ModelSet] = {}  # each bundle loads once for every recording
+
+    def models(path: Path, version: str) -> ModelSet:
+        if version not in loaded:
+            loaded[version] = load_replay_models(replay_config(Recording(path), config_path, version))
+        return loaded[version]
+
     for path in recordings:
         reps: list[ReplayReport] = [
             replay_recording(path, config_path=config_path, bundle=v, schedule=schedule,
-                             keep_messages=True) for v in (bundle_a, bundle_b)]
+                             keep_messages=True, models=models(path, v)) for v in (bundle_a, bundle_b)]
         occ_a, occ_b = (occurrences(r.events) for r in reps)
         d = diff(occ_a, occ_b, shift_ns)
         for k in totals:
@@ -140,12 +154,40 @@ def evaluate(recordings: Sequence[Path], bundle_a: str, bundle_b: str, *,
             entry["b"] = score_labels(occ_b, labels)
         out["recordings"].append(entry)
     out["totals"] = totals
+    out["gate"] = gate_verdict(out)
     return out
+
+
+def gate_verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """The retrain gate's rule on labelled recordings: the candidate (B) must not add a wrong
+    event nor lose a right one that the baseline (A) had.  `ok` is None without labels."""
+    reasons: list[str] = []
+    judged = False
+    for e in report["recordings"]:
+        if "a" not in e:
+            continue
+        judged = True
+        a, b = e["a"], e["b"]
+        known = {(o["event"], o["start_ns"]) for o in a["wrong"]}
+        for o in b["wrong"]:
+            if (o["event"], o["start_ns"]) not in known and not any(
+                    w["event"] == o["event"] for w in a["wrong"]):
+                reasons.append(f"{e['recording']}: adds a wrong {o['event']} at {o['start_ns']}")
+        missed_a = {(m["event"], m["from_ns"]) for m in a["missed"]}
+        for m in b["missed"]:
+            if (m["event"], m["from_ns"]) not in missed_a:
+                reasons.append(f"{e['recording']}: loses {m['event']} in "
+                               f"[{m['from_ns']}, {m['to_ns']}] that A found")
+    return {"ok": (not reasons) if judged else None, "reasons": reasons}
 
 
 def format_report(r: dict[str, Any]) -> str:
     lines = [f"bundle A {r['bundle_a']} vs B {r['bundle_b']}: "
              + ", ".join(f"{k} {v}" for k, v in r["totals"].items())]
+    g = r.get("gate") or {}
+    if g.get("ok") is not None:
+        lines.append("gate: " + ("passes (no wrong event added, no right one lost)" if g["ok"]
+                                 else "refuses: " + "; ".join(g["reasons"])))
     for e in r["recordings"]:
         lines.append(f"{e['recording']}:")
         for kind in ("added", "removed", "shifted"):

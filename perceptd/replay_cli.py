@@ -41,6 +41,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--shift-ms", type=float, default=1000.0,
                    help="the same event and phase within this is 'shifted', not added/removed")
     p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.add_argument("--gate", action="store_true",
+                   help="exit 3 when B adds a wrong event or loses a right one on labelled recordings")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("label-range", help="label a time range of a recording (evaluate scores it)")
@@ -132,4 +134,4 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except _replay_errors() as exc:
         raise UserError(str(exc)) from None
     print(json.dumps(report, indent=1) if args.json else format_report(report))
-    return 0
+    return 3 if args.gate and report["gate"]["ok"] is False else 0

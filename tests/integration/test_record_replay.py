@@ -1,6 +1,7 @@
-"""Record a live run, replay it deterministically (issue 16), on real components: a photo
-streamed by ffmpeg over UDP, a spoken phrase from a WAV file, a typed command over the control
-socket.  The recording is made once per module by `perceptd run --record DIR`."""
+"""Record a live run, replay it deterministically, evaluate bundles on it (issue 16), on real
+components: a photo streamed by ffmpeg over UDP, a spoken phrase from a WAV file, a typed
+command over the control socket.  The recording is made once per module by
+`perceptd run --record DIR`."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from perceptd.daemon.bundle import MANIFEST, sha256_file
 from perceptd.daemon.publish import validate_message
+from tests.rigs.bundles import clone_version, link_bundle
 from tests.rigs.daemon import Collector, DaemonProcess, daemon_config
 from tests.rigs.ffmpeg_stream import FfmpegStream, ffmpeg_available
 
@@ -155,3 +159,62 @@ def test_a_damaged_recording_replays_what_is_intact(recording) -> None:
     assert sum(m["topic"] == "vision" for m in msgs) == s["frames"]
     assert any(m["topic"] == "event.cat_present" for m in msgs)
     assert any(m["topic"] == "event.lights_off" for m in msgs)  # the typed command is intact
+
+
+def _candidate(root: Path, base: str, name: str, calibration: dict[str, list[float]]) -> None:
+    """A stand-in for a retrained bundle: the same models with per-event calibration (what
+    retrain fine-tunes), written as root/<name> with a manifest that verifies."""
+    d = clone_version(root, base, name)
+    (d / "calibration.json").unlink()  # a hard link to the repository's bundle: never write through
+    (d / "calibration.json").write_text(json.dumps(calibration))
+    manifest = json.loads((d / MANIFEST).read_text())
+    manifest["files"]["calibration.json"] = sha256_file(d / "calibration.json")
+    (d / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "perceptd", *args], capture_output=True, text=True,
+                          timeout=180, check=False)
+
+
+def test_evaluate_shows_a_fixed_wrong_event_and_gates_a_worse_candidate(recording) -> None:
+    rec, tmp = recording["dir"], recording["tmp"]
+    root = tmp / "bundles"
+    base = link_bundle((REPO / "bundle" / "current").resolve(), root)
+    _candidate(root, base, "fixed", {"speech": [1.0, -20.0]})  # never fires `speech` again
+    _candidate(root, base, "worse", {"dog_present": [1.0, 20.0]})  # a dog wherever it looks
+    meta = json.loads((rec / "meta.json").read_text())
+    cfg = meta["config"]
+    cfg["bundle"]["dir"] = str(root)
+    cfg_path = tmp / "evaluate.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    # the user says: the `speech` events were wrong here, the cat was right
+    recorded = [json.loads(line) for line in (rec / "messages.jsonl").read_text().splitlines()]
+    t0 = meta["started_mono_ns"]
+    starts = {(m["event"], m["t_capture_ns"]) for m in _events(recorded) if m["phase"] == "start"}
+    speech = sorted(t for e, t in starts if e == "speech")
+    cat = min(t for e, t in starts if e == "cat_present")
+    assert speech, starts
+    for t in speech:
+        r = _cli("label-range", str(rec), "--from", f"{(t - t0) / 1e9 - 0.1:.3f}", "--to",
+                 f"{(t - t0) / 1e9 + 0.1:.3f}", "none")
+        assert r.returncode == 0, r.stderr
+    r = _cli("label-range", str(rec), "--from", f"{(cat - t0) / 1e9 - 0.5:.3f}", "--to",
+             f"{(cat - t0) / 1e9 + 0.5:.3f}", "cat_present")
+    assert r.returncode == 0, r.stderr
+
+    r = _cli("evaluate", "--recordings", str(rec), "--bundle", base, "--bundle", "fixed",
+             "-c", str(cfg_path), "--json", "--gate")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    d = report["recordings"][0]["diff"]
+    assert {o["event"] for o in d["removed"]} == {"speech"} and len(d["removed"]) == len(speech), d
+    assert d["added"] == [] and d["shifted"] == [] and d["same"], d  # nothing else changed
+    a, b = report["recordings"][0]["a"], report["recordings"][0]["b"]
+    assert a["fp"] == len(speech) and b["fp"] == 0 and a["tp"] == b["tp"] == 1, (a, b)
+    assert report["gate"]["ok"] is True, report["gate"]
+
+    r = _cli("evaluate", "--recordings", str(rec), "--bundle", base, "--bundle", "worse",
+             "-c", str(cfg_path), "--gate")
+    assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "adds a wrong dog_present" in r.stdout and "added dog_present" in r.stdout, r.stdout

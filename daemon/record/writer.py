@@ -77,7 +77,6 @@ class _Segmented:
         self.t0 = 0
         self.index: IO[bytes] | None = None
         self.items = 0
-        self.last_flush = 0.0
 
     @property
     def path(self) -> Path:
@@ -96,10 +95,6 @@ class _Segmented:
         assert self.index is not None
         self.index.write(_line({"seq": seq, "t": t_ns}))
         self.items += 1
-        now = time.monotonic()
-        if now - self.last_flush > 1.0:  # a crash loses at most ~1 s of index
-            self.flush()
-            self.last_flush = now
 
     def flush(self) -> None:
         if self.index is not None:
@@ -270,6 +265,7 @@ class Recorder:
         self._audio: dict[str, AudioWriter] = {}
         self._files: dict[str, IO[bytes]] = {}
         self._last_quota = 0.0
+        self._last_flush = 0.0
 
     # ----------------------------------------------------------------- producer side
 
@@ -375,6 +371,9 @@ class Recorder:
                 if self.stats.write_errors in (1, 100, 10_000):
                     log.error("event=recording_write_failed kind=%s error=%r", kind, exc)
             now = time.monotonic()
+            if now - self._last_flush > 1.0:  # a crash (SIGKILL, power) loses ~1 s at most
+                self._last_flush = now
+                self._flush()
             if now - self._last_quota > 10.0:
                 self._last_quota = now
                 self._quota()

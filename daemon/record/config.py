@@ -45,4 +45,8 @@ class RecordConfig(BaseModel):
         description="items waiting for the writer; beyond it items are not recorded (counted, "
         "and replay says so): recording never slows capture",
     )
+    queue_mb: int = Field(
+        default=64, ge=1, le=4096,
+        description="and at most this many MiB of them (64 frames of 1080p would be 400 MiB)",
+    )
     nice: int = Field(default=10, ge=0, le=19, description="niceness of the ffmpeg encoders")

@@ -26,6 +26,7 @@ import collections
 import json
 import logging
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -49,6 +50,13 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 SEGMENT_SUFFIXES = (".mkv", ".f32", ".flac")
 KEYFRAME_INTERVAL = 30  # frames: a cut segment loses at most this many before the cut
+
+
+def _nbytes(item: Any) -> int:
+    data = getattr(item, "image", None)
+    if data is None:
+        data = getattr(item, "pcm", None)
+    return int(getattr(data, "nbytes", 0))
 
 
 def _line(obj: Any) -> bytes:
@@ -257,7 +265,9 @@ class Recorder:
                      **meta, "record": cfg.model_dump(mode="json")}
         self.stats = RecorderStats()
         self._items: collections.deque[tuple[str, Any]] = collections.deque()
-        self._media = 0  # media items queued (bounded by cfg.queue_size)
+        self._media = 0  # media items queued (bounded by cfg.queue_size and cfg.queue_mb)
+        self._media_bytes = 0
+        self._encoder = shutil.which("ffmpeg") is not None
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -271,6 +281,9 @@ class Recorder:
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        if not self._encoder:
+            log.error("event=recording_no_encoder detail='ffmpeg not found: camera frames are not "
+                      "recorded (counted as drops); audio, commands and messages are'")
         write_json_atomic(self.folder / "meta.json", self.meta)
         for name in ("journal", "commands", "messages", "drops"):
             self._files[name] = (self.folder / f"{name}.jsonl").open("ab")
@@ -287,11 +300,16 @@ class Recorder:
         with self._cond:
             if self._closing:
                 return
-            if self._media >= self.cfg.queue_size:
+            size = _nbytes(item)
+            reason = ("no_encoder" if kind == "frame" and not self._encoder else
+                      "behind" if (self._media >= self.cfg.queue_size
+                                   or self._media_bytes + size > self.cfg.queue_mb * 1024**2) else "")
+            if reason:
                 self.stats.dropped[kind] += 1
-                self._items.append(("drop", (kind, item.source_id, item.seq, item.t_capture_ns)))
+                self._items.append(("drop", (kind, item.source_id, item.seq, item.t_capture_ns, reason)))
             else:
                 self._media += 1
+                self._media_bytes += size
                 self._items.append((kind, item))
             self._cond.notify()
 
@@ -361,6 +379,7 @@ class Recorder:
                     kind, obj = self._items.popleft()
                     if kind in ("frame", "chunk"):
                         self._media -= 1
+                        self._media_bytes -= _nbytes(obj)
             if kind is None:  # idle for a second: what is written reaches the disk
                 self._flush()
                 continue
@@ -403,8 +422,9 @@ class Recorder:
             self._files["messages"].write(bytes(obj).rstrip(b"\n") + b"\n")
             self.stats.messages += 1
         elif kind == "drop":
-            k, source, seq, t = obj
-            self._files["drops"].write(_line({"kind": k, "source": source, "seq": seq, "t": t}))
+            k, source, seq, t, reason = obj
+            self._files["drops"].write(_line({"kind": k, "source": source, "seq": seq, "t": t,
+                                              "reason": reason}))
 
     def _flush(self) -> None:
         for f in self._files.values():

@@ -85,15 +85,19 @@ class Timeline:
                 best = out
         return best
 
-    def rows(self, now_ns: int, window_ns: int) -> list[Row]:
-        """One row per camera seen (or a single camera-less row), outputs inside the window."""
+    def rows(self, now_ns: int, window_ns: int, override: ModalityOutput | None = None) -> list[Row]:
+        """One row per camera seen (or a single camera-less row), outputs inside the window.
+
+        `override` takes the place of its modality's newest output: a command is judged on its
+        own words even when another source's command is newer (a spoken command is stamped at
+        the end of speech, so one typed while it was recognised is newer)."""
         rows = []
         for cam in self.cameras() or [None]:
             x = np.zeros((len(MODALITIES), self.dim), np.float32)
             mask = np.zeros(len(MODALITIES), np.float32)
             used: list[ModalityOutput | None] = []
             for i, m in enumerate(MODALITIES):
-                out = self._newest(m, cam)
+                out = override if override is not None and override.modality == m else self._newest(m, cam)
                 if out is not None and now_ns - out.t_capture_ns <= window_ns:
                     x[i], mask[i] = out.vector, 1.0
                     used.append(out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from perceptd.daemon.inference.models import ModelSet
 
 log = logging.getLogger(__name__)
+TEXT = MODALITIES.index("text")
 NS = 1_000_000_000
 
 
@@ -183,6 +184,9 @@ class FusionStage:
         per_window: dict[int, tuple[list[Row], FusionResult]] = {}
         for w in self._windows:
             rows = self.timeline.rows(now, w)
+            for c in commands or ():  # each command in a row of its own words (see Timeline.rows)
+                if not any(r.outputs[TEXT] is c for r in rows):
+                    rows += self.timeline.rows(now, w, override=c)
             x = np.stack([r.x for r in rows])
             mask = np.stack([r.mask for r in rows])
             pv, pa, te = row_evidence(rows, models.space)
@@ -205,7 +209,7 @@ class FusionStage:
             if tr is not None:
                 self._emit(tr, best[e.name][1], res, fused.get(e.name))
         if commands:
-            self._command_verdicts(commands, best)
+            self._command_verdicts(commands, per_window, names)
         if self.on_evaluate is not None:
             self.on_evaluate(now, fused)
         self.timeline.prune(now, max(self._windows))
@@ -243,12 +247,21 @@ class FusionStage:
         self.stats.events_published += 1
 
     def _command_verdicts(self, commands: list[ModalityOutput],
-                          best: dict[str, tuple[float, Explanation]]) -> None:
-        """Publish on `command` which event each command became (or that none did)."""
+                          per_window: dict[int, tuple[list[Row], FusionResult]],
+                          names: Sequence[str]) -> None:
+        """Publish on `command` which event each command became (or that none did): judged on
+        the command's own row, so a command from another source still in its window (typed
+        "play some music", then spoken "turn on the kitchen lights") cannot lend it its event."""
         cmd_events = [e for e in self.events if e.kind == "command" and "text" in e.modalities]
-        winner = max(cmd_events, key=lambda e: best[e.name][0], default=None)
         for c in commands:
-            ok = winner is not None and best[winner.name][0] >= winner.threshold_on
+            own: dict[str, float] = {}
+            for e in cmd_events:
+                rows, res = per_window[int(e.window_s * NS)]
+                mine = [k for k, row in enumerate(rows) if row.outputs[TEXT] is c]
+                # no row: the command was already older than the window when it arrived
+                own[e.name] = max((float(res.scores[k, names.index(e.name)]) for k in mine), default=0.0)
+            winner = max(cmd_events, key=lambda e: own[e.name], default=None)
+            ok = winner is not None and own[winner.name] >= winner.threshold_on
             self.stats.commands_accepted += ok
             self.stats.commands_rejected += not ok
             msg = CommandMessage(

@@ -94,6 +94,29 @@ def test_command_becomes_a_fused_event_with_text_weight(rig) -> None:
     assert cmd["accepted"] is True and cmd["event"] == "lights_off"
 
 
+def test_a_spoken_command_is_judged_on_its_own_words(rig) -> None:
+    """A typed command still inside its window must not lend its event to a spoken one from
+    another source: the phrase says "turn on the kitchen lights", typed meanwhile "play some
+    music"; the spoken command becomes what its own words say, never play_music."""
+    for _attempt in range(3):  # the recogniser may miss a word: a phrase it accepts is needed
+        since = time.monotonic()
+        rig["mic"].play(PHRASE, block=False)  # ~1 s silence, ~1.4 s speech, ~1 s silence
+        time.sleep(2.2)  # typed while the phrase ends: fresh when the transcript reaches fusion
+        assert rig["daemon"].request({"type": "command", "text": "play some music"})["ok"]
+        typed = rig["collector"].wait_for(
+            lambda m, t=since: m["topic"] == "command" and m["source"] == "control", 10, since)
+        assert typed["event"] == "play_music", typed
+        heard = rig["collector"].wait_for(
+            lambda m: m["topic"] == "speech" and m.get("text") is not None, 30, since)
+        if heard["command"] is not None:
+            break
+        time.sleep(3.5)  # out of the window before the next try
+    assert heard["command"] == "lights_on", heard  # what the matcher made of the words
+    spoken = rig["collector"].wait_for(
+        lambda m: m["topic"] == "command" and m["source"] == "speech", 10, since)
+    assert spoken["accepted"] and spoken["event"] == "lights_on", (spoken, heard)
+
+
 def test_cat_on_video_and_speech_fuse_into_one_event(rig) -> None:
     since = time.monotonic()
     rig["mic"].play(PHRASE, block=False)

@@ -1,0 +1,70 @@
+"""The fusion stage judges each command on its own words (real bundle: text encoder, command
+matcher, ONNX fusion head), whatever other source's command is newer on the timeline."""
+
+from __future__ import annotations
+
+import pytest
+
+from perceptd.daemon.bundle import verify_bundle
+from perceptd.daemon.fusion.timeline import ModalityOutput
+from perceptd.daemon.inference.models import load_models
+from perceptd.daemon.inference.session import SessionOptions
+from perceptd.daemon.pipeline.fusion_stage import FusionStage
+from perceptd.daemon.pipeline.queues import BoundedQueue
+from perceptd.daemon.pipeline.text_stage import TextCommand, TextStage
+
+S = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def stage_parts(bundle_dir, default_config):
+    cfg = default_config
+    models = load_models(verify_bundle(bundle_dir), cfg.events, SessionOptions("cpu", 1), False)
+    return cfg, (lambda: models)
+
+
+def _outputs(stage_parts, *commands: TextCommand) -> list[ModalityOutput]:
+    """What the text stage hands to fusion for these commands."""
+    cfg, models = stage_parts
+    q: BoundedQueue[ModalityOutput] = BoundedQueue("fusion", 16, "block")
+    prompts = [list(e.prompts) for e in cfg.events]
+    TextStage(BoundedQueue("commands", 4, "block"), q, models, prompts).process(list(commands))
+    return [q.get(timeout=1) for _ in commands]
+
+
+def _run(stage_parts, steps: list[tuple[int, list[ModalityOutput]]]) -> list:
+    cfg, models = stage_parts
+    publish: BoundedQueue = BoundedQueue("publish", 1024, "block")
+    fusion = FusionStage(BoundedQueue("in", 4, "block"), publish, models, cfg.events)
+    for now, items in steps:
+        fusion.step(items, now)
+    out = []
+    while (item := publish.get(timeout=0)) is not None:
+        out.append(item.payload)
+    return out
+
+
+def test_an_older_spoken_command_is_judged_on_its_own_words(stage_parts) -> None:
+    """Spoken "turn on the kitchen lights" is stamped at the end of speech (t=10 s) and reaches
+    fusion after a typed "play some music" (t=10.5 s) from another source: it still becomes
+    lights_on, and lights_on fires, though the newest text on the timeline is the typed one."""
+    typed, spoken = _outputs(stage_parts, TextCommand("play some music", "control", 10 * S + S // 2),
+                             TextCommand("turn on the kitchen lights", "speech", 10 * S, "mic0"))
+    msgs = _run(stage_parts, [(10 * S + S // 2, [typed]), (11 * S, [spoken])])
+    verdicts = {m.text: m for m in msgs if m.topic == "command"}
+    assert verdicts["play some music"].event == "play_music"
+    assert verdicts["turn on the kitchen lights"].accepted
+    assert verdicts["turn on the kitchen lights"].event == "lights_on"
+    starts = [m.event for m in msgs if m.topic.startswith("event.") and m.phase == "start"]
+    assert "lights_on" in starts and "play_music" in starts
+
+
+def test_a_command_older_than_its_window_is_refused(stage_parts) -> None:
+    """A transcript that reaches fusion after its window closed becomes nothing: it never
+    borrows the event of whatever other command is in the window."""
+    typed, late = _outputs(stage_parts, TextCommand("play some music", "control", 20 * S),
+                           TextCommand("turn on the kitchen lights", "speech", 10 * S, "mic0"))
+    msgs = _run(stage_parts, [(20 * S, [typed]), (20 * S + S // 10, [late])])
+    verdicts = {m.text: m for m in msgs if m.topic == "command"}
+    assert verdicts["turn on the kitchen lights"].accepted is False
+    assert verdicts["turn on the kitchen lights"].event is None

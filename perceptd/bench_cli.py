@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--commands-spoken", type=int, default=40, metavar="N",
                    help="--commands: N paraphrases + N near-misses (+ the non-commands) spoken in 2 voices, "
                         "clean and at 10 dB SNR (0: all; -1: typed only)")
+    p.add_argument("--console", action="store_true",
+                   help="web console: the daemon's CPU with no page vs one Chromium page on Live, A/B")
     p.add_argument("--p99-target-ms", type=float, default=None,
                    help="latency bound of --find-max-streams (default 50 on cuda, 100 on cpu)")
 
@@ -119,8 +121,12 @@ def bench_main(args: argparse.Namespace) -> int:
 
         robustness_main(Path(args.config), args.json_out)
         ran = True
+    if getattr(args, "console", False):
+        from perceptd.bench.console import main as console_main
+
+        console_main(bundle_dir, args)
+        ran = True
     if not ran:
         raise UserError("choose a benchmark: --models, --pipeline, --all, --accuracy, --zeroshot, --asr, "
-                        "--commands, "
-                        "--robustness")
+                        "--commands, --robustness, --console")
     return 0

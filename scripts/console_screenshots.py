@@ -36,7 +36,7 @@ def main() -> int:
             tmp,
             sources={"cameras": [{"id": "camera0", "uri": str(CAT), "fps": 5, "loop": True}],
                      "audio_files": [{"id": "speaker", "path": str(PHRASE), "loop": True}]},
-            samples={"dir": str(tmp / "samples")},
+            samples={"dir": str(tmp / "samples"), "raw_media": {"frames": True}},
             snapshots={"enabled": True, "dir": str(tmp / "snapshots")},
         )
         daemon = DaemonProcess(cfg)
@@ -52,7 +52,10 @@ def main() -> int:
                     time.sleep(1.0)
                 page.wait_for_selector("#active .ev[data-event='cat_present']", timeout=60_000)
                 page.wait_for_selector("#sources .meter", timeout=20_000)
-                time.sleep(3.0)  # thumbnails and the level meter settle
+                deadline = time.monotonic() + 8.0  # thumbnails settle; the meter shows the phrase
+                while time.monotonic() < deadline and float(
+                        page.get_attribute("#sources .meter", "data-dbfs") or -120) < -45:
+                    time.sleep(0.1)
                 page.screenshot(path=str(args.out / "console-live.png"), full_page=True)
                 page.click("#events li[data-topic='event.cat_present']:has-text('start')")
                 page.wait_for_selector("#detail-body .snapshot img.snap", timeout=20_000)
@@ -66,7 +69,10 @@ def main() -> int:
                 daemon.request({"type": "label", "sample": "now", "event": "cat_present"})
                 time.sleep(2.0)
                 page.click("nav button[data-view='samples']")
-                page.wait_for_selector("#samples button.lab", timeout=20_000)
+                page.wait_for_selector("#samples button.what", timeout=20_000)
+                page.click("#samples button.what >> nth=0")
+                page.wait_for_selector("#samples .tops", timeout=20_000)
+                time.sleep(1.0)
                 page.screenshot(path=str(args.out / "console-samples.png"), full_page=True)
                 browser.close()
         finally:

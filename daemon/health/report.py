@@ -63,7 +63,7 @@ def stalled_stages(workers: Iterable[HasHeartbeat], stall_after_s: float, now_ns
     for w in workers:
         hb = w.heartbeat_ns or started_ns or now_ns
         age = max(0.0, (now_ns - hb) / 1e9)
-        out[getattr(w, "name", type(w).__name__)] = StageHealth(round(age, 3), age > stall_after_s)
+        out[w.name] = StageHealth(round(age, 3), age > stall_after_s)
     return out
 
 

@@ -45,6 +45,7 @@ from perceptd.daemon.pipeline.vision_stage import PreprocessStage, VisionStage
 from perceptd.daemon.pipeline.worker import Worker
 from perceptd.daemon.publish.zmq_pub import EventPublisher
 from perceptd.daemon.record.writer import Recorder, chain_taps, open_recorder
+from perceptd.daemon.replay import recording_cipher
 from perceptd.daemon.samples.logger import SampleLogger
 from perceptd.daemon.snapshots.store import SnapshotStore
 from perceptd.daemon.snapshots.store import build_store as build_snapshot_store
@@ -273,7 +274,8 @@ class Daemon:
             self.load()
         self._start(Part("security", self.ops.start_security, lambda _d: None))  # before any bind
         self.recorder = open_recorder(self.cfg.record, self.cfg.model_dump(mode="json"),
-                                      self.current_models().version)
+                                      self.current_models().version,
+                                      cipher=recording_cipher(self.cfg, create=True))
         self._build_queues()
         self._build_stages()
         self._build_sockets()

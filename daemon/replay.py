@@ -43,6 +43,7 @@ from perceptd.daemon.pipeline.text_stage import TextCommand, TextStage
 from perceptd.daemon.pipeline.vision_stage import PreprocessStage, VisionStage
 from perceptd.daemon.pipeline.worker import Worker
 from perceptd.daemon.record.reader import RecordedCommand, Recording
+from perceptd.daemon.samples.crypto import Cipher, SampleCryptoError, load_key
 from perceptd.daemon.sources.base import AudioChunk, Frame
 from perceptd.daemon.speech.stage import build_speech
 
@@ -115,6 +116,24 @@ def replay_config(rec: Recording, config_path: Path | None, bundle: str | None) 
         "samples": cfg.samples.model_copy(update={"enabled": False}),
         "speech": cfg.speech.model_copy(update={"nice": 0}),  # no live pipeline to yield to
     })
+
+
+def recording_cipher(cfg: Config, *, create: bool = False) -> Cipher | None:
+    """The samples' key when recordings are sealed (record.encrypt on, or auto with
+    samples.encryption.enabled); the composition root passes it to the recorder."""
+    mode = cfg.record.encrypt
+    if mode == "off" or (mode == "auto" and not cfg.samples.encryption.enabled):
+        return None
+    return Cipher(load_key(cfg.samples.encryption.key_file, create=create))
+
+
+def open_recording(rec: Recording, cfg: Config) -> None:
+    """Give a sealed recording its key (samples.encryption.key_file of `cfg`)."""
+    if rec.meta.get("encrypted") and rec.cipher is None:
+        try:
+            rec.cipher = Cipher(load_key(cfg.samples.encryption.key_file))
+        except SampleCryptoError as exc:
+            raise ReplayError(f"{rec.path}: the recording is encrypted: {exc}") from None
 
 
 def load_replay_models(cfg: Config) -> ModelSet:
@@ -388,6 +407,7 @@ def replay_recording(path: Path, *, config_path: Path | None = None, bundle: str
     """Open, configure, load the bundle and replay; the one call the CLI and evaluate use."""
     rec = Recording(path)
     cfg = replay_config(rec, config_path, bundle)
+    open_recording(rec, cfg)
     m = models or load_replay_models(cfg)
     return Replayer(rec, cfg, m, speed=speed, schedule=schedule, sink=sink, outbox=outbox,
                     keep_messages=keep_messages).run()

@@ -49,4 +49,9 @@ class RecordConfig(BaseModel):
         default=64, ge=1, le=4096,
         description="and at most this many MiB of them (64 frames of 1080p would be 400 MiB)",
     )
+    encrypt: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="seal segments (once closed) and every JSON line with the samples' key "
+        "(samples.encryption.key_file, AES-256-GCM); auto: when samples.encryption.enabled",
+    )
     nice: int = Field(default=10, ge=0, le=19, description="niceness of the ffmpeg encoders")

@@ -6,9 +6,14 @@ intact is read, and every skip is described in `Recording.problems`, one line ea
 
 from __future__ import annotations
 
+import base64
+import binascii
 import heapq
+import io
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from perceptd.daemon.record.writer import SEALED, Sealer, media_suffix, segment_index
 from perceptd.daemon.sources.base import CHUNK_SAMPLES, AudioChunk, Frame
 
 log = logging.getLogger(__name__)
@@ -45,8 +51,9 @@ def find_recording(path: Path) -> Path:
 
 
 class Recording:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cipher: Sealer | None = None) -> None:
         self.path = find_recording(Path(path))
+        self.cipher = cipher  # the samples' key, for a recording made with record.encrypt
         try:
             self.meta: dict[str, Any] = json.loads((self.path / "meta.json").read_text())
         except (OSError, ValueError) as exc:
@@ -62,14 +69,30 @@ class Recording:
         p = self.path / name
         if not p.exists():
             return []
-        out, bad = [], 0
+        out, bad, locked = [], 0, 0
         for line in p.read_bytes().splitlines():
             if not line.strip():
                 continue
+            if not line.startswith(b"{"):  # a sealed line (record.encrypt)
+                if self.cipher is None:
+                    locked += 1
+                    continue
+                try:
+                    line = self.cipher.open(base64.b64decode(line, validate=True), name.encode(),
+                                            str(p))
+                except binascii.Error:
+                    bad += 1  # a cut line
+                    continue
+                except Exception:  # noqa: BLE001 - wrong key or tampered: skip, say so
+                    locked += 1
+                    continue
             try:
                 out.append(json.loads(line))
             except ValueError:
                 bad += 1
+        if locked:
+            self.problems.append(f"{name}: {locked} encrypted line(s) skipped (no or wrong key: "
+                                 "samples.encryption.key_file)")
         if bad:
             self.skipped["lines"] += bad
             self.problems.append(f"{name}: {bad} unreadable line(s) skipped (a cut write)")
@@ -108,9 +131,26 @@ class Recording:
         d = self.path / "audio"
         return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
-    def _index(self, idx: Path) -> list[tuple[int, int]]:
+    def _bytes(self, p: Path) -> bytes | None:
+        """A file's content, opened with the key when sealed; None (and a problem) when not."""
+        if not p.name.endswith(SEALED):
+            return p.read_bytes()
+        rel = str(p.relative_to(self.path))
+        if self.cipher is None:
+            self.problems.append(f"{rel}: encrypted and no key given; skipped")
+            return None
+        try:
+            return self.cipher.open(p.read_bytes(), rel[: -len(SEALED)].encode(), rel)
+        except Exception as exc:  # noqa: BLE001 - a wrong key or a tampered file: skip, say so
+            self.problems.append(f"{rel}: {str(exc).splitlines()[0]}; skipped")
+            return None
+
+    def _index(self, idx: Path) -> list[tuple[int, int]] | None:
+        data = self._bytes(idx)
+        if data is None:
+            return None
         entries, bad = [], 0
-        for line in idx.read_bytes().splitlines():
+        for line in data.splitlines():
             try:
                 d = json.loads(line)
                 entries.append((int(d["seq"]), int(d["t"])))
@@ -122,25 +162,38 @@ class Recording:
 
     def _segments(self, folder: Path, suffixes: tuple[str, ...]
                   ) -> Iterator[tuple[Path, list[tuple[int, int]]]]:
-        media = sorted(p for p in folder.glob("seg-*") if p.suffix in suffixes)
-        idxs = sorted(folder.glob("seg-*.idx"))
+        media = sorted(p for p in folder.glob("seg-*") if media_suffix(p) in suffixes)
+        idxs = sorted(p for p in folder.glob("seg-*") if media_suffix(p) == ".idx")
         for idx in idxs:
-            if not any(m.stem == idx.stem for m in media):
+            if not any(segment_index(m) == idx for m in media):
                 self.skipped["segments"] += 1
                 self.problems.append(f"{idx.relative_to(self.path)}: its media segment is missing; skipped")
         for seg in media:
-            idx = seg.with_suffix(".idx")
+            idx = segment_index(seg)
             if not idx.exists():
                 self.skipped["segments"] += 1
                 self.problems.append(f"{seg.relative_to(self.path)}: no index (capture times); skipped")
                 continue
-            yield seg, self._index(idx)
+            index = self._index(idx)
+            if index is not None:
+                yield seg, index
 
     def frames(self, camera: str) -> Iterator[Frame]:
         import cv2
 
         for seg, index in self._segments(self.path / "video" / camera, (".mkv",)):
-            cap = cv2.VideoCapture(str(seg), cv2.CAP_FFMPEG)
+            plain, tmp = seg, None
+            if seg.name.endswith(SEALED):  # decoded from a private temporary copy, then removed
+                data = self._bytes(seg)
+                if data is None:
+                    self.skipped["frames"] += len(index)
+                    continue
+                shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+                fd, tmp = tempfile.mkstemp(suffix=".mkv", dir=shm)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                plain = Path(tmp)
+            cap = cv2.VideoCapture(str(plain), cv2.CAP_FFMPEG)
             n = 0
             try:
                 while n < len(index):
@@ -153,6 +206,8 @@ class Recording:
                 extra = cap.isOpened() and cap.read()[0]
             finally:
                 cap.release()
+                if tmp is not None:
+                    os.unlink(tmp)
             if n < len(index):
                 self.skipped["frames"] += len(index) - n
                 self.problems.append(f"{seg.relative_to(self.path)}: {n} of {len(index)} frames "
@@ -174,14 +229,16 @@ class Recording:
                                      "readable (truncated); the rest skipped")
 
     def _read_pcm(self, seg: Path) -> np.ndarray:
-        if seg.suffix == ".f32":
-            raw = seg.read_bytes()
+        raw = self._bytes(seg)
+        if raw is None:
+            return np.zeros(0, np.float32)
+        if media_suffix(seg) == ".f32":
             return np.frombuffer(raw[: len(raw) // 4 * 4], dtype=np.float32)
         import soundfile as sf
 
         blocks = []
         try:
-            with sf.SoundFile(str(seg)) as f:
+            with sf.SoundFile(io.BytesIO(raw)) as f:
                 while True:
                     b = f.read(CHUNK_SAMPLES * 32, dtype="float32", always_2d=True)
                     if not len(b):

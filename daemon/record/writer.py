@@ -22,6 +22,7 @@ Layout of one recording (docs/replay.md)::
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
 import logging
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -50,6 +51,37 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 SEGMENT_SUFFIXES = (".mkv", ".f32", ".flac")
 KEYFRAME_INTERVAL = 30  # frames: a cut segment loses at most this many before the cut
+SEALED = ".enc"  # a file sealed with the samples' key (AES-256-GCM, aad = its plain relative path)
+
+
+class Sealer(Protocol):
+    """What the recorder and reader need of samples.crypto.Cipher (passed in, not imported)."""
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes: ...
+
+    def open(self, blob: bytes, aad: bytes, where: str) -> bytes: ...
+
+
+def seal_file(path: Path, root: Path, cipher: Sealer) -> Path:
+    """Replace `path` by `path.enc` (atomic); the aad binds it to its place in the recording."""
+    out = path.with_name(path.name + SEALED)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(cipher.seal(path.read_bytes(), str(path.relative_to(root)).encode()))
+    os.replace(tmp, out)
+    path.unlink()
+    return out
+
+
+def segment_index(media: Path) -> Path:
+    """seg-000003.mkv(.enc) -> seg-000003.idx(.enc)"""
+    stem = media.name.split(".", 1)[0]
+    return media.with_name(stem + ".idx" + (SEALED if media.name.endswith(SEALED) else ""))
+
+
+def media_suffix(p: Path) -> str:
+    """'.mkv' for seg-000003.mkv and seg-000003.mkv.enc"""
+    name = p.name[: -len(SEALED)] if p.name.endswith(SEALED) else p.name
+    return Path(name).suffix
 
 
 def _nbytes(item: Any) -> int:
@@ -85,6 +117,7 @@ class _Segmented:
         self.t0 = 0
         self.index: IO[bytes] | None = None
         self.items = 0
+        self.on_closed: Callable[[list[Path]], None] | None = None  # sealing, when encrypting
 
     @property
     def path(self) -> Path:
@@ -112,6 +145,8 @@ class _Segmented:
         if self.index is not None:
             self.index.close()
             self.index = None
+            if self.on_closed is not None:
+                self.on_closed([self.path, self.folder / f"seg-{self.n:06d}.idx"])
 
 
 class VideoWriter(_Segmented):
@@ -231,7 +266,7 @@ def enforce_quota(root: Path, max_bytes: int, max_age_s: float | None, keep: set
         except OSError:
             continue
         total += st.st_size
-        if p.suffix in SEGMENT_SUFFIXES and p not in keep:
+        if media_suffix(p) in SEGMENT_SUFFIXES and p not in keep:
             segs.append((st.st_mtime, st.st_size, p))
     segs.sort()
     now = time.time()
@@ -240,7 +275,7 @@ def enforce_quota(root: Path, max_bytes: int, max_age_s: float | None, keep: set
         old = max_age_s is not None and now - mtime > max_age_s
         if total <= max_bytes and not old:
             continue
-        for q in (p, p.with_suffix(".idx")):
+        for q in (p, segment_index(p)):
             try:
                 total -= q.stat().st_size
                 q.unlink()
@@ -254,15 +289,17 @@ def enforce_quota(root: Path, max_bytes: int, max_age_s: float | None, keep: set
 class Recorder:
     """Writes one run's recording; every public call is cheap and never blocks the caller."""
 
-    def __init__(self, cfg: RecordConfig, meta: dict[str, Any], folder: Path | None = None) -> None:
+    def __init__(self, cfg: RecordConfig, meta: dict[str, Any], folder: Path | None = None,
+                 cipher: Sealer | None = None) -> None:
         self.cfg = cfg
+        self.cipher = cipher  # segments sealed when closed, JSON lines as written
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.run = str(meta.get("run_id") or uuid.uuid4().hex)
         self.folder = Path(folder) if folder else cfg.dir / f"{stamp}-{self.run[:8]}"
         self.meta = {"format": FORMAT, "run_id": self.run,
                      "started_wall": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
                      "started_wall_ns": time.time_ns(), "started_mono_ns": time.monotonic_ns(),
-                     **meta, "record": cfg.model_dump(mode="json")}
+                     **meta, "record": cfg.model_dump(mode="json"), "encrypted": cipher is not None}
         self.stats = RecorderStats()
         self._items: collections.deque[tuple[str, Any]] = collections.deque()
         self._media = 0  # media items queued (bounded by cfg.queue_size and cfg.queue_mb)
@@ -404,27 +441,41 @@ class Recorder:
             w = self._video.get(obj.source_id)
             if w is None:
                 w = self._video[obj.source_id] = VideoWriter(self.folder / "video" / obj.source_id, self.cfg)
+                w.on_closed = self._seal if self.cipher else None
             w.write(obj)
             self.stats.frames += 1
         elif kind == "chunk":
             a = self._audio.get(obj.source_id)
             if a is None:
                 a = self._audio[obj.source_id] = AudioWriter(self.folder / "audio" / obj.source_id, self.cfg)
+                a.on_closed = self._seal if self.cipher else None
             a.write(obj)
             self.stats.chunks += 1
         elif kind == "journal":
-            self._files["journal"].write(_line(obj))
+            self._files["journal"].write(self._sealed("journal", _line(obj)))
             self.stats.journal += 1
         elif kind == "command":
-            self._files["commands"].write(_line(obj))
+            self._files["commands"].write(self._sealed("commands", _line(obj)))
             self.stats.commands += 1
         elif kind == "message":
-            self._files["messages"].write(bytes(obj).rstrip(b"\n") + b"\n")
+            self._files["messages"].write(self._sealed("messages", bytes(obj).rstrip(b"\n") + b"\n"))
             self.stats.messages += 1
         elif kind == "drop":
             k, source, seq, t, reason = obj
-            self._files["drops"].write(_line({"kind": k, "source": source, "seq": seq, "t": t,
-                                              "reason": reason}))
+            self._files["drops"].write(self._sealed("drops", _line(
+                {"kind": k, "source": source, "seq": seq, "t": t, "reason": reason})))
+
+    def _sealed(self, name: str, line: bytes) -> bytes:
+        """A JSON line as is, or sealed (base64, one per line: a cut file loses one line)."""
+        if self.cipher is None:
+            return line
+        return base64.b64encode(self.cipher.seal(line.rstrip(b"\n"), f"{name}.jsonl".encode())) + b"\n"
+
+    def _seal(self, paths: list[Path]) -> None:
+        assert self.cipher is not None
+        for p in paths:
+            if p.exists():
+                seal_file(p, self.folder, self.cipher)
 
     def _flush(self) -> None:
         for f in self._files.values():
@@ -448,11 +499,12 @@ class Recorder:
             log.warning("event=recording_quota_failed error=%r", exc)
 
 
-def open_recorder(cfg: RecordConfig, config: dict[str, Any], bundle_version: str) -> Recorder | None:
+def open_recorder(cfg: RecordConfig, config: dict[str, Any], bundle_version: str,
+                  cipher: Sealer | None = None) -> Recorder | None:
     """The composition root's one call: a Recorder when `record.enabled`, else None."""
     if not cfg.enabled:
         return None
-    return Recorder(cfg, {"config": config, "bundle_version": bundle_version})
+    return Recorder(cfg, {"config": config, "bundle_version": bundle_version}, cipher=cipher)
 
 
 def chain_taps(*taps: Callable[[Any, bytes], None] | None) -> Callable[[Any, bytes], None] | None:

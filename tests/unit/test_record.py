@@ -115,3 +115,33 @@ def test_damage_is_skipped_and_described(tmp_path: Path) -> None:
     text = "\n".join(r.problems)
     assert "seg-000001.mkv: no index" in text and "seg-000000.idx: its media segment is missing" in text
     assert "journal.jsonl: 1 unreadable" in text
+
+
+def test_an_encrypted_recording_keeps_nothing_plain_and_opens_with_the_key(tmp_path: Path) -> None:
+    from perceptd.daemon.samples import crypto
+
+    if not crypto.available():
+        pytest.skip("cryptography is not installed")
+    cipher = crypto.Cipher(crypto.load_key(tmp_path / "keys" / "samples.key", create=True))
+    frames, chunks = _frames(15), _chunks(40)
+    rec = Recorder(RecordConfig(enabled=True, dir=tmp_path, segment_s=1, video="lossless"), {},
+                   tmp_path / "r", cipher=cipher)
+    rec.start()
+    for i, item in enumerate(sorted([*frames, *chunks], key=lambda x: x.t_capture_ns)):
+        rec.tap(item)
+        if i % 8 == 0:
+            while rec.status()["queued"]:
+                time.sleep(0.001)
+    rec.on_journal(T0, [], True)
+    rec.close()
+    files = [p for p in rec.folder.rglob("seg-*") if p.is_file()]
+    assert files and all(p.name.endswith(".enc") for p in files), files
+    assert not (rec.folder / "journal.jsonl").read_bytes().startswith(b"{")
+    opened = Recording(rec.folder, cipher=cipher)
+    got = list(opened.frames("cam"))
+    assert len(got) == 15 and all(np.array_equal(a.image, b.image) for a, b in zip(got, frames, strict=True))
+    assert [c.t_capture_ns for c in opened.chunks("mic")] == [c.t_capture_ns for c in chunks]
+    assert opened.journal() == [{"t": T0, "in": [], "close": True}] and opened.problems == []
+    locked = Recording(rec.folder)
+    assert list(locked.frames("cam")) == [] and locked.journal() == []
+    assert any("encrypted" in p for p in locked.problems), locked.problems

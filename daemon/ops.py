@@ -29,7 +29,7 @@ from perceptd.daemon.health.stats import LATENCY_BUCKETS_S, HistogramSet, Rates
 from perceptd.daemon.health.status import summary
 from perceptd.daemon.health.watchdog import PAUSE_FILE_ENV, Watchdog
 from perceptd.daemon.messages import Envelope
-from perceptd.daemon.publish.zmq_pub import is_loopback_endpoint
+from perceptd.daemon.sockets import is_loopback_endpoint
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

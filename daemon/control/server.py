@@ -23,12 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from perceptd.daemon.control.requests import REQUEST_TYPES, RequestError, parse_request
 from perceptd.daemon.errors import Refused
 from perceptd.daemon.messages import dumps
-from perceptd.daemon.publish.zmq_pub import (
-    SocketService,
-    check_bind_endpoint,
-    curve_on,
-    open_bound_socket,
-)
+from perceptd.daemon.sockets import SocketService, check_bind_endpoint, curve_on, open_bound_socket
 
 log = logging.getLogger(__name__)
 

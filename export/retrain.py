@@ -31,8 +31,8 @@ import numpy as np
 
 from perceptd.daemon.bundle import Bundle, resolve_bundle, verify_bundle
 from perceptd.daemon.config import Config, load_config
-from perceptd.daemon.fusion.head import FusionModel
 from perceptd.daemon.fusion.space import compile_events
+from perceptd.daemon.inference.fusion_head import FusionModel
 from perceptd.daemon.inference.session import SessionOptions
 from perceptd.daemon.inference.text import TextModel
 from perceptd.daemon.samples.logger import open_store

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from perceptd.daemon.config.events import EventConfig
-from perceptd.daemon.fusion.head import FusionModel
 from perceptd.daemon.fusion.space import MODALITIES, compile_events
 from perceptd.daemon.fusion.timeline import Row
+from perceptd.daemon.inference.fusion_head import FusionModel
 from perceptd.daemon.inference.session import SessionOptions
 from perceptd.daemon.pipeline.fusion_stage import row_evidence
 

@@ -15,9 +15,9 @@ import numpy as np
 
 from perceptd.daemon.bundle import Bundle
 from perceptd.daemon.config.events import EventConfig
-from perceptd.daemon.fusion.head import FusionModel
 from perceptd.daemon.fusion.space import EventSpace, compile_events
 from perceptd.daemon.inference.audio_tagger import AudioTagger
+from perceptd.daemon.inference.fusion_head import FusionModel
 from perceptd.daemon.inference.session import SessionOptions, provider_of
 from perceptd.daemon.inference.text import TextModel
 from perceptd.daemon.inference.vad import VadModel

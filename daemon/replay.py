@@ -263,10 +263,13 @@ class Replayer:
 
     def _flush_messages(self, stage_msgs: list[Outbound], fusion_msgs: list[tuple[int, Outbound]],
                         step_start: int) -> None:
-        items = [(max(int(m.t_capture_ns), step_start), 0, i, m) for i, m in enumerate(stage_msgs)]
-        items += [(t, 1, i, m) for i, (t, m) in enumerate(fusion_msgs)]
-        items.sort(key=lambda x: (x[0], x[1], x[2]))
-        for t, _, _, m in items:
+        # stages run concurrently: their messages are ordered by time, then topic (one stage
+        # per topic, each in its own order); fusion's keep the order it emitted them in
+        items = [(max(int(m.t_capture_ns), step_start), 0, m.payload.topic, i, m)
+                 for i, m in enumerate(stage_msgs)]
+        items += [(t, 1, "", i, m) for i, (t, m) in enumerate(fusion_msgs)]
+        items.sort(key=lambda x: x[:4])
+        for t, _, _, _, m in items:
             self._emit(m, t)
 
     # ----------------------------------------------------------------- the loop
@@ -292,6 +295,9 @@ class Replayer:
         evals.sort()
         live = self.schedule == "live"
         inferred = {(k[1], k[2]) for k in arrival if k[0] == "vision"}
+        # frames after the journal's last evaluation (a run that was killed) were never judged
+        # live: they are fed, and evaluated on the tick after it
+        journal_end = evals[-1] if evals else 0
         self._build()
         inputs = self.rec.inputs()
         nxt = next(inputs, None)
@@ -304,7 +310,7 @@ class Replayer:
         ei = 0
         pending: list[tuple[int, int, ModalityOutput]] = []  # (arrival, order, output)
         order = 0
-        last_t = t0
+        last_t = last_eval = t0
         while nxt is not None or ei < len(evals):
             b_next = b + step_ns
             if self.speed is not None:  # real time: the step's inputs are "captured" by now
@@ -312,7 +318,7 @@ class Replayer:
                 if delay > 0:
                     time.sleep(delay)
             while nxt is not None and nxt[0] < b_next:
-                self._feed(nxt[2], live, inferred)
+                self._feed(nxt[2], live and nxt[0] <= journal_end, inferred)
                 last_t = max(last_t, nxt[0])
                 nxt = next(inputs, None)
             outs, stage_msgs = self._quiesce()
@@ -324,16 +330,22 @@ class Replayer:
                 while ei < len(evals) and evals[ei] < b_next:
                     times.append(evals[ei])
                     ei += 1
+                if ei == len(evals) and close_t is None and (nxt is not None or outs):
+                    t = max(journal_end, last_eval) + tick_ns  # past the journal: ticks
+                    while t < b_next:
+                        times.append(t)
+                        t += tick_ns
             else:
                 times = [b_next] if (outs or nxt is not None or pending) else []
                 ei = len(evals)
             fusion_msgs = self._evaluate(times, pending)
+            last_eval = times[-1] if times else last_eval
             self._flush_messages(stage_msgs, fusion_msgs, b)
             b = b_next
         # the end: what the stages still hold (a speech segment open at the end), then close
         self._stop_stages()
         outs, stage_msgs = self._quiesce_final()
-        end_t = close_t if (live and close_t) else max(b, last_t + tick_ns)
+        end_t = close_t if (live and close_t) else max(b, last_t + tick_ns, last_eval)
         for o in outs:
             pending.append((min(arrival.get(_key(o), end_t), end_t), order, o))
             order += 1
@@ -378,7 +390,9 @@ class Replayer:
                   ) -> list[tuple[int, Outbound]]:
         out: list[tuple[int, Outbound]] = []
         for t in times:
-            due = sorted((p for p in pending if p[0] <= t), key=lambda p: (p[0], p[1]))
+            # a total order: typed and spoken commands reach the text stage in thread order
+            due = sorted((p for p in pending if p[0] <= t),
+                         key=lambda p: (p[0], p[2].t_capture_ns, p[2].modality, p[2].source, p[1]))
             if due:
                 pending[:] = [p for p in pending if p[0] > t]
             try:

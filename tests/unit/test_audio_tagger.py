@@ -130,3 +130,16 @@ def test_top_k_orders_by_probability() -> None:
         [("a", pytest.approx(0.8)), ("c", pytest.approx(0.2)), ("d", pytest.approx(0.1))],
     ]
     assert [x[0] for x in top_k(scores[0], labels, 10)[0]] == ["b", "d", "c", "a"]
+
+
+def test_class_texts_come_from_the_data_file_and_match_the_bundle(bundle_dir: Path) -> None:
+    """models/data/audioset_class_sentences.json names real AudioSet classes, and the texts the
+    export embeds from it are the bundle's audio_class_texts.json byte for byte."""
+    from perceptd.models.audio_tagger import audioset_class_names, class_sentences, class_texts
+
+    names = audioset_class_names()
+    sentences = class_sentences()
+    assert len(sentences) > 100
+    assert set(sentences) <= set(names)
+    exported = (bundle_dir / "audio_class_texts.json").read_bytes()
+    assert json.dumps(class_texts(names), indent=0).encode() == exported  # as export/targets/audio.py

@@ -128,7 +128,7 @@ def evaluate(recordings: Sequence[Path], bundle_a: str, bundle_b: str, *,
              config_path: Path | None = None, schedule: Schedule = "auto",
              shift_ns: int = NS) -> dict[str, Any]:
     out: dict[str, Any] = {"bundle_a": bundle_a, "bundle_b": bundle_b, "recordings": []}
-    totals = {"added": 0, "removed": 0, "shifted": 0, "same": 0}
+    totals: dict[str, float] = {"added": 0, "removed": 0, "shifted": 0, "same": 0}
     loaded: dict[str, ModelSet] = {}  # each bundle loads once for every recording
 
     def models(path: Path, version: str) -> ModelSet:
@@ -153,6 +153,10 @@ def evaluate(recordings: Sequence[Path], bundle_a: str, bundle_b: str, *,
             entry["a"] = score_labels(occ_a, labels)
             entry["b"] = score_labels(occ_b, labels)
         out["recordings"].append(entry)
+    matched = totals["same"] + totals["shifted"]
+    # agreement: occurrences both bundles have (shifted included) over all occurrences either has
+    union = matched + totals["added"] + totals["removed"]
+    totals["agreement"] = round(matched / union, 4) if union else 1.0
     out["totals"] = totals
     out["gate"] = gate_verdict(out)
     return out

@@ -210,6 +210,7 @@ def test_evaluate_shows_a_fixed_wrong_event_and_gates_a_worse_candidate(recordin
     d = report["recordings"][0]["diff"]
     assert {o["event"] for o in d["removed"]} == {"speech"} and len(d["removed"]) == len(speech), d
     assert d["added"] == [] and d["shifted"] == [] and d["same"], d  # nothing else changed
+    assert report["totals"]["agreement"] == round(len(d["same"]) / (len(d["same"]) + len(speech)), 4)
     a, b = report["recordings"][0]["a"], report["recordings"][0]["b"]
     assert a["fp"] == len(speech) and b["fp"] == 0 and a["tp"] == b["tp"] == 1, (a, b)
     assert report["gate"]["ok"] is True, report["gate"]

@@ -120,7 +120,12 @@ def _summarise(sc, rows, usage, s0, s1, ready, rc, d, sampler) -> dict[str, Any]
     wall = usage["wall_s"]
     topics = Counter(r[0] for r in rows)
     vision = [r for r in rows if r[0] == "vision"]
-    lat = {t: percentiles([(r[3] - r[2]) / 1e6 for r in rows if r[0] == t]) for t in ("vision", "command")}
+    lat = {"vision": percentiles([(r[3] - r[2]) / 1e6 for r in rows if r[0] == "vision"]),
+           # typed: received -> published; spoken: end of speech -> published (recognition included)
+           "command": percentiles([(r[3] - r[2]) / 1e6 for r in rows
+                                   if r[0] == "command" and r[5] == "control"]),
+           "command_spoken": percentiles([(r[3] - r[2]) / 1e6 for r in rows
+                                          if r[0] == "command" and r[5] == "speech"])}
     lat["events"] = percentiles([(r[3] - r[2]) / 1e6 for r in rows if r[0].startswith("event.")])
     lat["vision_to_subscriber"] = percentiles([(r[4] - r[2]) / 1e6 for r in vision])
     seqs = sorted(r[1] for r in rows)
@@ -503,6 +508,11 @@ def print_table(data: dict[str, Any], echo=print) -> None:
     if "latency_15fps" in data:
         lat = data["latency_15fps"]["latency_ms"]
         echo(f"latency, 1 stream 15 fps + audio + commands: p50 {lat['p50']} ms, p99 {lat['p99']} ms")
+        by = data["latency_15fps"].get("latency_ms_by_topic", {})
+        for key, what in (("command", "typed command (received -> published)"),
+                          ("command_spoken", "spoken command (end of speech -> published)")):
+            if by.get(key, {}).get("n"):
+                echo(f"  {what}: p50 {by[key]['p50']} ms, p99 {by[key]['p99']} ms (n {by[key]['n']})")
     if "soak" in data:
         s = data["soak"]
         echo(f"soak {s['minutes']} min: RSS drift {s['rss_mb']['drift_fraction']:+.2%}, "

@@ -128,7 +128,7 @@ class Collector:
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
-        self.rows: list[tuple[str, int, int, int, int]] = []
+        self.rows: list[tuple[str, int, int, int, int, str | None]] = []
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -140,7 +140,10 @@ class Collector:
         from perceptd.daemon.control.client import subscribe
 
         for topic, msg in subscribe(self.endpoint, ctx=self._ctx, stop=self._stop, rcvhwm=100_000):
-            row = (topic, msg["seq"], msg["t_capture_ns"], msg["t_publish_ns"], time.monotonic_ns())
+            # a command's origin rides along: typed (control) and spoken (speech) commands have
+            # different clocks (a spoken one is stamped at the end of speech, before recognition)
+            row = (topic, msg["seq"], msg["t_capture_ns"], msg["t_publish_ns"], time.monotonic_ns(),
+                   msg.get("source") if topic == "command" else None)
             with self._lock:
                 self.rows.append(row)
                 if topic.startswith("event.") or topic == "command":
@@ -150,7 +153,7 @@ class Collector:
         with self._lock:
             return len(self.rows)
 
-    def since(self, mark: int) -> list[tuple[str, int, int, int, int]]:
+    def since(self, mark: int) -> list[tuple[str, int, int, int, int, str | None]]:
         with self._lock:
             return self.rows[mark:]
 

@@ -135,7 +135,12 @@ class CommandMatcher:
         return self.match(rest, models)
 
     def matcher_for(self, models) -> TextCommandMatcher:
-        """The command matcher on this ModelSet's text model (rebuilt when a reload swaps it)."""
+        """The ModelSet's own command matcher (the one typed commands use: built and warmed at
+        load, so the first spoken command does not pay ~0.2 s embedding the lexicon); else one
+        on its text model, rebuilt when a reload swaps it."""
+        shared = getattr(models, "commands", None)
+        if isinstance(shared, TextCommandMatcher):
+            return shared
         if self._matcher is None or self._text_model is not models.text:
             self._matcher = TextCommandMatcher(self.events, models.text.embed)
             self._text_model = models.text

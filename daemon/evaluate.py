@@ -92,6 +92,10 @@ def label_range(path: Path, from_s: float, to_s: float, event: str) -> dict[str,
     rec = Recording(path)
     if to_s <= from_s:
         raise RecordingError(f"label-range: --to ({to_s}) must be after --from ({from_s})")
+    names = [str(e.get("name")) for e in (rec.meta.get("config") or {}).get("events", [])]
+    if names and event != "none" and event not in names:
+        raise RecordingError(f"label-range: {event!r} is no event of this recording's config "
+                             f"({', '.join(names)}) nor 'none'")
     t0 = int(rec.meta.get("started_mono_ns", 0))
     label = {"from_ns": t0 + int(from_s * NS), "to_ns": t0 + int(to_s * NS), "event": event,
              "from_s": from_s, "to_s": to_s}

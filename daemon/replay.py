@@ -369,6 +369,11 @@ class Replayer:
         if live_drops:
             rep.problems.append(f"the live run dropped {live_drops} audio chunk(s) in its queue: "
                                 "replay feeds them, so audio results near those moments may differ")
+        versions = sorted({str(m.get("model_version")) for m in self.rec.messages()
+                           if m.get("topic", "").startswith("event.")})
+        if len(versions) > 1:
+            rep.problems.append(f"the live run served bundles {', '.join(versions)} (a hot swap): "
+                                f"replay uses {self.models.version} throughout")
         return rep
 
     def _feed(self, item: Any, live: bool, inferred: set[tuple[str, int]]) -> None:

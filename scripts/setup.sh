@@ -2,7 +2,8 @@
 # One command from a fresh clone: system packages (when root), virtualenv, dependencies,
 # model bundle; then the demo, the tests, or nothing. Idempotent: finished steps are skipped.
 #   scripts/setup.sh demo [args]   set up, then `perceptd demo`
-#   scripts/setup.sh test [args]   set up, then the type check and the test suite (pytest args may follow)
+#   scripts/setup.sh test [args]   set up, then the type check and the test suite (pytest args may follow;
+#                                  without any, the unit tests first run once shuffled: PERCEPTD_TEST_SEED)
 #   scripts/setup.sh               set up only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,6 +83,15 @@ case "$MODE" in
     # Types first (pyproject.toml [tool.basedpyright]: which folders, which level), then the suite.
     say "type check (basedpyright)"
     "$VENV/bin/basedpyright" --pythonpath "$VENV/bin/python"
+    if [ $# -eq 0 ]; then
+      # The unit tests once in a shuffled order (pytest-random-order, across modules), so a test
+      # that leans on another's leftovers fails here; the seed replays the same order.
+      seed=${PERCEPTD_TEST_SEED:-$(( RANDOM * 32768 + RANDOM ))}
+      say "unit tests in random order, seed $seed (replay: pytest -p random_order" \
+          "--random-order-bucket=global --random-order-seed=$seed tests/unit)"
+      "$VENV/bin/python" -m pytest -q -p random_order --random-order-bucket=global \
+        --random-order-seed="$seed" tests/unit
+    fi
     exec "$VENV/bin/python" -m pytest -q "$@" ;;
   setup) say "done. Activate with: source $VENV/bin/activate" ;;
   *) say "unknown mode $MODE (demo|test|setup)"; exit 2 ;;

@@ -25,7 +25,11 @@ CAT = REPO / "samples" / "images" / "cat.jpg"
 SPEECH = REPO / "samples" / "audio" / "turn_on_the_kitchen_lights.wav"
 FPS = 10
 
-pytestmark = pytest.mark.skipif(not ffmpeg_available(), reason="ffmpeg is not installed")
+pytestmark = [
+    pytest.mark.skipif(not ffmpeg_available(), reason="ffmpeg is not installed"),
+    # file order kept (one daemon): each swap or rollback starts from the bundle the last one left
+    pytest.mark.random_order(disabled=True),
+]
 
 
 @pytest.fixture(scope="module")

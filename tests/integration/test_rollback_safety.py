@@ -25,6 +25,9 @@ from tests.rigs.daemon import DaemonProcess, daemon_config
 REPO = Path(__file__).resolve().parents[2]
 CAT = REPO / "samples" / "images" / "cat.jpg"
 
+# file order kept (one daemon): each test starts from the bundle pointers the last one left
+pytestmark = pytest.mark.random_order(disabled=True)
+
 
 def _config(tmp: Path, root: Path) -> Path:
     return daemon_config(

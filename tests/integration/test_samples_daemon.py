@@ -23,7 +23,11 @@ from tests.rigs.ffmpeg_stream import ffmpeg_available, make_video
 REPO = Path(__file__).resolve().parents[2]
 SPEECH = REPO / "samples" / "audio" / "turn_on_the_kitchen_lights.wav"
 
-pytestmark = pytest.mark.skipif(not ffmpeg_available(), reason="ffmpeg is not installed")
+pytestmark = [
+    pytest.mark.skipif(not ffmpeg_available(), reason="ffmpeg is not installed"),
+    # file order kept (one daemon): SIGKILL + restart with a small quota, the quota fills, then the CLI
+    pytest.mark.random_order(disabled=True),
+]
 
 HAMMER = r"""
 import os, sys, time, numpy as np

@@ -50,7 +50,11 @@ def _engine_missing() -> str | None:
     return f"needs {', '.join(missing)}" if missing else None
 
 
-pytestmark = pytest.mark.skipif(_engine_missing() is not None, reason=str(_engine_missing()))
+pytestmark = [
+    pytest.mark.skipif(_engine_missing() is not None, reason=str(_engine_missing())),
+    # file order kept (one daemon): the non-command test counts the commands accepted before it
+    pytest.mark.random_order(disabled=True),
+]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,11 @@ from tests.reliability import scenarios as sc
 from tests.reliability.harness import Rig, make_fake_bundles, reps
 from tests.rigs.ffmpeg_stream import ffmpeg_available
 
-pytestmark = pytest.mark.skipif(not ffmpeg_available(), reason="ffmpeg is not installed")
+pytestmark = [
+    pytest.mark.skipif(not ffmpeg_available(), reason="ffmpeg is not installed"),
+    # file order kept (one daemon): the first test needs the just-started daemon; later ones restart it
+    pytest.mark.random_order(disabled=True),
+]
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from perceptd.daemon.fusion.timeline import Row
+
+if TYPE_CHECKING:
+    from perceptd.daemon.health.view import PipelineView
 
 
 class DaemonView(Protocol):
@@ -43,9 +46,10 @@ def _q(snap: Any, q: float) -> float | None:
 
 
 class DaemonAdapter:
-    """A DaemonView over the real Daemon (built lazily: the HTTP port opens before the pipeline)."""
+    """A DaemonView over the real Daemon, read through health/view.PipelineView (built lazily: the
+    HTTP port opens before the pipeline)."""
 
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: PipelineView) -> None:
         self._d = daemon
 
     def ready(self) -> bool:
@@ -117,7 +121,8 @@ class DaemonAdapter:
         """The newest frame a camera emitted (BGR array), or None; never waits."""
         for src in self._d.sources:
             if src.source_id == camera_id and hasattr(src, "last_image"):
-                return src.last_image
+                # a camera sets it on its first frame; Source does not declare it
+                return src.last_image  # pyright: ignore[reportAttributeAccessIssue]
         return None
 
     def snapshot_meta(self, snapshot_id: str) -> dict[str, Any] | None:

@@ -47,6 +47,7 @@ from perceptd.daemon.publish.zmq_pub import EventPublisher
 from perceptd.daemon.record.writer import Recorder, chain_taps, open_recorder
 from perceptd.daemon.replay import recording_cipher
 from perceptd.daemon.samples.logger import SampleLogger
+from perceptd.daemon.shadow import CandidateHead, Shadow, load_candidate_head
 from perceptd.daemon.snapshots.store import SnapshotStore
 from perceptd.daemon.snapshots.store import build_store as build_snapshot_store
 from perceptd.daemon.sources.base import Source, SourceState
@@ -122,6 +123,7 @@ class Daemon:
     control: ControlServer
     recorder: Recorder | None = None  # `record:` / --record (docs/replay.md)
     snapshots: SnapshotStore | None = None  # `snapshots:` (docs/console.md)
+    shadow: Shadow | None = None  # a candidate's fusion head beside the live one (docs/replay.md)
 
     def __init__(self, cfg: Config, *, ctx: zmq.Context | None = None, xpub: bool = False,
                  notify: Callable[[str], None] | None = None) -> None:
@@ -182,11 +184,14 @@ class Daemon:
         raw = self.cfg.samples.raw_media
         self.vision.keep_frames = logging_on and raw.frames
         self.audio.keep_pcm = logging_on and raw.audio
+        self.shadow = Shadow(lambda: self.cfg.bundle, cur, self._load_candidate_head, self.cfg.events,
+                             self.q_publish, self.cfg.shadow, live_active=self._live_active)
         self.fusion = FusionStage(self.q_fusion, self.q_publish, cur, self.cfg.events,
                                   self.cfg.fusion.tick_ms,
                                   on_event=self.samples.on_event if logging_on else None,
                                   on_evaluate=self.samples.on_evaluate if logging_on else None,
-                                  on_journal=self.recorder.on_journal if self.recorder else None)
+                                  on_journal=self.recorder.on_journal if self.recorder else None,
+                                  on_fused=self.shadow.on_fused)
         self.stages = [self.preprocess, self.vision, self.audio, self.text]
         if self.speech is not None:
             self.stages.insert(3, self.speech)
@@ -219,7 +224,7 @@ class Daemon:
                                         secure=self.ops.secure,
                                         xpub=self.xpub)
         handlers = ControlHandlers(commands=self.text, labels=self.samples, reloader=self.bundles,
-                                   status=self.status)
+                                   status=self.status, shadow=self.shadow)
         self.control = ControlServer(self.ctx, self.cfg.control, handlers.register(HandlerRegistry()),
                                      secure=self.ops.secure)
 
@@ -261,6 +266,13 @@ class Daemon:
     def _load_models(self, bundle: Bundle) -> ModelSet:
         return load_models(bundle, self.cfg.events, self.opts, self.cfg.vision.faces,
                            self.vision_runtime)
+
+    def _load_candidate_head(self, bundle: Bundle, serving: ModelSet) -> CandidateHead:
+        return load_candidate_head(bundle, serving, self.cfg.events, self.opts)
+
+    def _live_active(self) -> list[str]:
+        """The live events open now (the shadow reads it on the fusion thread)."""
+        return [name for name, dec in self.fusion.decoders.items() if dec.active]
 
     def load(self) -> None:
         """Verify and load the configured bundle (the slow part of a start; see BundleSwapper)."""
@@ -422,7 +434,8 @@ class Daemon:
         return status_report.summary(self)
 
     def status(self) -> dict[str, Any]:
-        return status_report.status(self, self.ops)
+        shadow = self.shadow.report() if self.shadow is not None else None
+        return {**status_report.status(self, self.ops), "shadow": shadow}
 
 
 def _source_stop(src: Source) -> Callable[[float], None]:

@@ -22,6 +22,7 @@ from perceptd.daemon.names import EVENT_NAME
 
 SCHEMA_VERSION = 1
 EVENT_TOPIC_PREFIX = "event."
+SHADOW_TOPIC_PREFIX = "shadow.event."  # a shadowed candidate bundle's events (docs/replay.md)
 PHASES = ("start", "update", "end")
 COMMAND_SOURCES = ("control", "speech")
 SPEECH_VERDICTS = ("accepted", "empty", "no_wake_phrase", "no_speech", "low_confidence", "no_match",
@@ -389,8 +390,53 @@ class EventMessage:
         return _build(cls, d, modalities=mods)
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowEventMessage:
+    """An event phase of the candidate bundle a shadow runs beside the live one (`perceptd reload
+    --shadow`): the fields of `event.<name>` plus the candidate's version, on
+    `shadow.event.<name>`.  The envelope's model_version stays the live bundle's."""
+
+    event: str
+    phase: Phase
+    score: float
+    modalities: Mapping[str, ModalityScore]
+    candidate_version: str
+    sample_id: str | None = None  # always None: a shadow logs no samples
+
+    def __post_init__(self) -> None:
+        _require(bool(_EVENT_NAME_RE.fullmatch(self.event)),
+                 f"event name {self.event!r} does not match {EVENT_NAME}")
+        _require(self.phase in PHASES, f"phase must be one of {PHASES}, got {self.phase!r}")
+        _require(bool(self.candidate_version), "candidate_version must not be empty")
+        _set(self, "score", float(self.score))
+        _set(self, "modalities", dict(self.modalities))
+
+    @property
+    def topic(self) -> str:
+        return SHADOW_TOPIC_PREFIX + self.event
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "phase": self.phase,
+            "score": self.score,
+            "modalities": {k: v.to_wire() for k, v in self.modalities.items()},
+            "sample_id": self.sample_id,
+            "candidate_version": self.candidate_version,
+        }
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> ShadowEventMessage:
+        try:
+            mods = {k: ModalityScore(**v) for k, v in d.get("modalities", {}).items()}
+        except (TypeError, AttributeError) as exc:
+            raise MessageError(f"ShadowEventMessage: {exc}") from None
+        return _build(cls, d, modalities=mods)
+
+
 Payload = (
     VisionMessage | AudioMessage | SpeechMessage | CommandMessage | HealthMessage | EventMessage
+    | ShadowEventMessage
 )
 _BY_TOPIC: Mapping[str, type] = {
     "vision": VisionMessage,
@@ -402,9 +448,12 @@ _BY_TOPIC: Mapping[str, type] = {
 
 
 def payload_type(topic: str) -> type:
-    """The payload class for a topic (``event.<name>`` -> EventMessage)."""
+    """The payload class for a topic (``event.<name>`` -> EventMessage,
+    ``shadow.event.<name>`` -> ShadowEventMessage)."""
     if topic.startswith(EVENT_TOPIC_PREFIX):
         return EventMessage
+    if topic.startswith(SHADOW_TOPIC_PREFIX):
+        return ShadowEventMessage
     try:
         return _BY_TOPIC[topic]
     except KeyError:

@@ -44,7 +44,10 @@ log = logging.getLogger(__name__)
 
 
 def topic_family(topic: str) -> str:
-    """Bounded label values: every `event.<name>` is one family."""
+    """Bounded label values: every `event.<name>` is one family, every `shadow.event.<name>`
+    another."""
+    if topic.startswith("shadow.event."):
+        return "shadow"
     return "event" if topic.startswith("event.") else topic
 
 

@@ -90,6 +90,51 @@ def switch_bundle(cfg: Config, move: Callable[[Path], Any], wait_s: float = 30.0
     return result
 
 
+def shadow_report(cfg: Config, version: str | None = None) -> dict[str, Any] | None:
+    """The running daemon's last shadow report (of `version`, when given); None when there is
+    none, or no daemon answers."""
+    from perceptd.daemon.control.client import connect_uri, send_request
+    from perceptd.daemon.security.curve import CurveClient
+
+    try:
+        reply = send_request(connect_uri(cfg.control.endpoint), {"type": "status"}, timeout_s=5.0,
+                             curve=CurveClient.from_config(cfg.security))
+    except Exception:  # noqa: BLE001 - no daemon (or unreachable): there is no report to check
+        return None
+    report = reply.get("shadow") if reply.get("ok") else None
+    if not isinstance(report, dict) or (version is not None and report.get("candidate") != version):
+        return None
+    return report
+
+
+def shadow_verdict(cfg: Config, version: str) -> dict[str, Any] | None:
+    """None when promotion may go on; else why not: the daemon's last shadow report of this
+    version has agreement below `shadow.min_agreement` (no report, or a bar of 0: no check)."""
+    bar = cfg.shadow.min_agreement
+    if bar <= 0:
+        return None
+    report = shadow_report(cfg, version)
+    if report is None or report.get("agreement") is None:
+        return None
+    if float(report["agreement"]) >= bar:
+        return None
+    return {"daemon": "refused", "shadow_refused": True, "restored": True,  # nothing was moved
+            "detail": f"the shadow of {version} agreed {report['agreement']} with the live bundle "
+                      f"{report.get('live')} ({report.get('extra')} extra, {report.get('missing')} "
+                      f"missing events over {report.get('evaluations')} evaluations), below "
+                      f"shadow.min_agreement {bar:g}; pointers not moved",
+            "shadow": {k: report.get(k) for k in ("candidate", "live", "state", "agreement",
+                                                  "extra", "missing", "evaluations")}}
+
+
 def promote_and_reload(cfg: Config, version: str, wait_s: float = 30.0) -> dict[str, Any]:
-    """`retrain --promote`: current -> version (previous -> the old current), undone on refusal."""
+    """`retrain --promote`: current -> version (previous -> the old current), undone on refusal.
+    Refused before anything moves when the daemon's last shadow report of `version` agrees less
+    than `shadow.min_agreement` (see shadow_verdict)."""
+    refused = shadow_verdict(cfg, version)
+    if refused is not None:
+        log.warning("event=promote_refused version=%s reason=%r", version, refused["detail"])
+        root = cfg.bundle.dir
+        refused.update(current=pointer_target(root, "current"), previous=pointer_target(root, "previous"))
+        return refused
     return switch_bundle(cfg, lambda root: promote(root, version), wait_s)

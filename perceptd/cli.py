@@ -128,6 +128,10 @@ def _print_status(r: dict) -> None:
     for name, s in (r.get("stages") or {}).items():
         print(f"  stage  {name:<12} items {s['items']}  errors {s['errors']}")
     print(f"  providers {r.get('providers')}")
+    if r.get("shadow"):
+        from perceptd.daemon.shadow import format_report
+
+        print("  " + format_report(r["shadow"]).replace("\n", "\n  "))
     if r.get("http_endpoint"):
         print(f"  http {r['http_endpoint']}/healthz  {r['http_endpoint']}/metrics")
 
@@ -213,6 +217,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return retrain_main(args)
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    from perceptd.reload_cli import reload_main
+
+    endpoint = _control_endpoint(args) if not args.promote else ""
+    return reload_main(args, endpoint, _client_curve(args) if not args.promote else None)
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from perceptd.rollback_cli import rollback_main
 
@@ -267,6 +278,11 @@ def _add_retrain_parsers(sub: argparse._SubParsersAction) -> None:
                    help="sanity check: train on permuted labels (the gate must refuse the result)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon swap")
     p.set_defaults(func=cmd_retrain)
+
+    from perceptd.reload_cli import add_parser as add_reload_parser
+
+    add_reload_parser(sub, _add_config, _add_client_keys)
+    sub.choices["reload"].set_defaults(func=cmd_reload)
 
     p = sub.add_parser("rollback", help="restore the previous bundle (and reload the daemon)")
     _add_config(p)

@@ -65,6 +65,24 @@ class FusionConfig(_Section):
     tick_ms: int = Field(default=100, ge=10, le=5000, description="fusion evaluation period")
 
 
+class ShadowConfig(_Section):
+    """Shadow runs of a candidate bundle beside the live one (`perceptd reload --shadow`,
+    docs/replay.md)."""
+
+    default_minutes: float = Field(
+        default=10.0, gt=0, le=10080, description="shadow period when the request names none")
+    shift_ms: int = Field(
+        default=1000, ge=0, le=60000,
+        description="a candidate's event start within this of a live start of the same event "
+                    "agrees with it (evaluate's --shift-ms)")
+    min_agreement: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="promotion (`retrain --promote`, `reload --promote`, the console's Promote) "
+                    "of a bundle whose last shadow report, in the running daemon, has agreement "
+                    "below this is refused; 0 never refuses; without a shadow report of that "
+                    "bundle nothing is checked")
+
+
 class SourcesConfig(_Section):
     """Capture sources; `perceptd run --camera/--audio-file/--mic` replace these."""
 
@@ -126,6 +144,7 @@ class Config(_Section):
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
     events: list[EventConfig] = Field(default_factory=list, description="the event vocabulary")
 
     _check_events = field_validator("events")(classmethod(lambda cls, v: check_unique_names(v)))

@@ -275,12 +275,15 @@ def format_message(msg: Mapping[str, Any]) -> str:
     topic = str(msg.get("topic", "?"))
     wall = str(msg.get("wall_time", ""))
     clock = wall[11:23] if len(wall) >= 23 else wall
-    render = _event if topic.startswith("event.") else _RENDER.get(topic)
+    shadow = topic.startswith("shadow.event.")
+    render = _event if topic.startswith("event.") or shadow else _RENDER.get(topic)
     try:
         body = render(msg) if render else json.dumps(msg, separators=(",", ":"))[:300]
     except (KeyError, TypeError, ValueError, AttributeError):
         body = json.dumps(msg, separators=(",", ":"), default=str)[:300]
-    head = f"{clock} {'event' if topic.startswith('event.') else topic:<7}"
+    head = f"{clock} {'event' if topic.startswith('event.') else 'shadow' if shadow else topic:<7}"
+    if shadow:
+        body = f"[{msg.get('candidate_version')}] {body}"
     tail = ""
     if isinstance(msg.get("t_publish_ns"), int) and isinstance(msg.get("t_capture_ns"), int):
         lat_ms = (msg["t_publish_ns"] - msg["t_capture_ns"]) / 1e6

@@ -1,4 +1,4 @@
-"""One handler per control request type: command, status, label, reload.
+"""One handler per control request type: command, status, label, reload, shadow.
 
 Each handler answers on the control thread at once; the work it starts runs elsewhere (a command
 is queued for the text stage, a bundle swap loads in its own thread).  A handler that will not
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from perceptd.daemon.control.requests import CommandRequest, LabelRequest
+from perceptd.daemon.control.requests import CommandRequest, LabelRequest, ShadowRequest
 from perceptd.daemon.control.server import HandlerRegistry
 from perceptd.daemon.errors import Refused
 
@@ -32,19 +32,29 @@ class Reloader(Protocol):
     def reload(self) -> dict[str, Any]: ...
 
 
+class Shadows(Protocol):
+    """The shadow of a candidate bundle (daemon/shadow.py); refusals raise a `Refused`."""
+
+    def start(self, version: str, minutes: float | None = None) -> dict[str, Any]: ...
+    def stop(self) -> dict[str, Any]: ...
+    def report(self) -> dict[str, Any] | None: ...
+
+
 class ControlHandlers:
     def __init__(self, commands: CommandInbox, labels: Labels, reloader: Reloader,
-                 status: Callable[[], dict[str, Any]]) -> None:
+                 status: Callable[[], dict[str, Any]], shadow: Shadows | None = None) -> None:
         self._commands = commands
         self._labels = labels
         self._reloader = reloader
         self._status = status
+        self._shadow = shadow
 
     def register(self, reg: HandlerRegistry) -> HandlerRegistry:
         reg.register("command", self.command)
         reg.register("status", self.status)
         reg.register("reload", self.reload)
         reg.register("label", self.label)
+        reg.register("shadow", self.shadow)
         return reg
 
     def command(self, req: CommandRequest) -> dict[str, Any]:
@@ -67,3 +77,15 @@ class ControlHandlers:
 
     def reload(self, _req: object) -> dict[str, Any]:
         return self._reloader.reload()
+
+    def shadow(self, req: ShadowRequest) -> dict[str, Any]:
+        """Start a shadow (`version`), stop it (`stop`), or report on it (neither)."""
+        if self._shadow is None:
+            raise Refused("shadow is not available in this daemon")
+        if req.stop and req.version is not None:
+            raise Refused("shadow: give either version (start) or stop, not both")
+        if req.stop:
+            return self._shadow.stop()
+        if req.version is not None:
+            return self._shadow.start(req.version, req.minutes)
+        return {"ok": True, "shadow": self._shadow.report()}

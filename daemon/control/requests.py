@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from perceptd.daemon.names import EVENT_NAME
 
-REQUEST_TYPES = ("command", "label", "status", "reload")
+REQUEST_TYPES = ("command", "label", "status", "reload", "shadow")
 MAX_COMMAND_CHARS = 1000
 SAMPLE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
@@ -57,9 +57,21 @@ class ReloadRequest(_Request):
     type: Literal["reload"]
 
 
-Request = Annotated[
-    CommandRequest | LabelRequest | StatusRequest | ReloadRequest, Field(discriminator="type")
-]
+class ShadowRequest(_Request):
+    """Run a candidate bundle's fusion head beside the live one (docs/replay.md, Shadow):
+    `version` starts it (for `minutes`), `stop` ends it; neither: the report."""
+
+    type: Literal["shadow"]
+    version: str | None = Field(default=None, min_length=1, max_length=256,
+                                pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+                                description="candidate bundle version (a folder of bundle.dir)")
+    minutes: float | None = Field(default=None, gt=0, le=10080,
+                                  description="shadow period (default: shadow.default_minutes)")
+    stop: bool = Field(default=False, description="end the running shadow (its report stays)")
+
+
+AnyRequest = CommandRequest | LabelRequest | StatusRequest | ReloadRequest | ShadowRequest
+Request = Annotated[AnyRequest, Field(discriminator="type")]
 
 
 class RequestError(ValueError):
@@ -83,7 +95,7 @@ def _first_error(kind: str, exc: ValidationError) -> RequestError:
     return RequestError("invalid", f"invalid {kind} request: {where}: {msg}")
 
 
-def validate_request(obj: Any) -> CommandRequest | LabelRequest | StatusRequest | ReloadRequest:
+def validate_request(obj: Any) -> AnyRequest:
     """A decoded JSON value -> typed request (strict: no type coercion)."""
     if isinstance(obj, str):
         obj = {"type": "command", "text": obj}
@@ -106,9 +118,7 @@ def validate_request(obj: Any) -> CommandRequest | LabelRequest | StatusRequest 
         raise _first_error(kind, exc) from None
 
 
-def parse_request(
-    raw: bytes, max_bytes: int = 65536
-) -> CommandRequest | LabelRequest | StatusRequest | ReloadRequest:
+def parse_request(raw: bytes, max_bytes: int = 65536) -> AnyRequest:
     """One request frame -> typed request, or RequestError naming what is wrong."""
     if len(raw) > max_bytes:
         raise RequestError("too_large", f"request too large: {len(raw)} bytes > {max_bytes}")

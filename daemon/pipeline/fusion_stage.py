@@ -48,6 +48,19 @@ class FusedRow:
     modality_scores: np.ndarray  # [E,M]
 
 
+@dataclass(frozen=True)
+class WindowInputs:
+    """What the fusion head was given for one fusion window at one evaluation: the rows and
+    their stacked inputs (a shadow runs a candidate head on exactly these)."""
+
+    rows: list[Row]
+    x: np.ndarray  # [B,M,D]
+    mask: np.ndarray  # [B,M]
+    probs_vision: np.ndarray
+    probs_audio: np.ndarray
+    text_evidence: np.ndarray
+
+
 @dataclass
 class FusionStats:
     evaluations: int = 0
@@ -75,6 +88,22 @@ def row_evidence(rows: list[Row], space: EventSpace
     return pv, pa, te
 
 
+def explain(row: Row, res: FusionResult, r: int, i: int) -> Explanation:
+    """Event i on row r: per present modality its weight, own score and top labels."""
+    mods: dict[str, ModalityScore] = {}
+    t_cap = 0
+    for m, name in enumerate(MODALITIES):
+        w = float(res.weights[r, i, m])
+        out = row.outputs[m]
+        if out is None or w <= 0.0:
+            continue
+        mods[name] = ModalityScore(
+            weight=w, score=float(res.modality_scores[r, i, m]), top=tuple(out.top[:3])
+        )
+        t_cap = max(t_cap, out.t_capture_ns)
+    return Explanation(mods, t_cap)
+
+
 class FusionStage:
     """Owns the timeline and the decoders; the only writer of fused events."""
 
@@ -92,6 +121,7 @@ class FusionStage:
         clock: Callable[[], int] = time.monotonic_ns,
         on_evaluate: Callable[[int, dict[str, FusedRow]], None] | None = None,
         on_journal: Callable[[int, list[ModalityOutput], bool], None] | None = None,
+        on_fused: Callable[[int, dict[int, WindowInputs], list[Transition]], None] | None = None,
     ) -> None:
         self.inbox = inbox
         self.publish = publish
@@ -104,6 +134,9 @@ class FusionStage:
         # recording hook: (now, outputs applied since the previous evaluation, closing) per
         # evaluation, so a replay can evaluate at the same times on the same inputs
         self.on_journal = on_journal
+        # shadow hook: (now, each window's head inputs, the live transitions) after every live
+        # evaluation, on this thread (daemon/shadow.py runs a candidate head there)
+        self.on_fused = on_fused
         self.timeline = Timeline()
         self.decoders = {e.name: EventDecoder(e) for e in self.events}
         self._last: dict[str, Explanation] = {}
@@ -182,6 +215,8 @@ class FusionStage:
         models = self.models()
         now = self.clock() if now is None else now
         per_window: dict[int, tuple[list[Row], FusionResult]] = {}
+        inputs: dict[int, WindowInputs] = {}
+        live: list[Transition] = []
         for w in self._windows:
             rows = self.timeline.rows(now, w)
             for c in commands or ():  # each command in a row of its own words (see Timeline.rows)
@@ -193,6 +228,8 @@ class FusionStage:
             t_inf = time.perf_counter()
             per_window[w] = (rows, models.fusion.fuse(x, mask, models.space, pv, pa, te))
             self.timings.observe("fusion", models, time.perf_counter() - t_inf)
+            if self.on_fused is not None:
+                inputs[w] = WindowInputs(rows, x, mask, pv, pa, te)
         self._latest_rows = tuple(per_window[self._windows[-1]][0])
         names = models.space.names
         best: dict[str, tuple[float, Explanation]] = {}
@@ -208,27 +245,22 @@ class FusionStage:
             tr = self.decoders[e.name].step(score, now)
             if tr is not None:
                 self._emit(tr, best[e.name][1], res, fused.get(e.name))
+                live.append(tr)
         if commands:
             self._command_verdicts(commands, per_window, names)
         if self.on_evaluate is not None:
             self.on_evaluate(now, fused)
+        if self.on_fused is not None:  # after the live messages are queued: they go first
+            try:
+                self.on_fused(now, inputs, live)
+            except Exception:  # a candidate must never cost a live event
+                log.exception("event=shadow_error")
         self.timeline.prune(now, max(self._windows))
         self.stats.evaluations += 1
         self.stats.last_eval_ms = (time.perf_counter() - t0) * 1e3
 
     def _explain(self, row: Row, res: FusionResult, r: int, i: int) -> Explanation:
-        mods: dict[str, ModalityScore] = {}
-        t_cap = 0
-        for m, name in enumerate(MODALITIES):
-            w = float(res.weights[r, i, m])
-            out = row.outputs[m]
-            if out is None or w <= 0.0:
-                continue
-            mods[name] = ModalityScore(
-                weight=w, score=float(res.modality_scores[r, i, m]), top=tuple(out.top[:3])
-            )
-            t_cap = max(t_cap, out.t_capture_ns)
-        return Explanation(mods, t_cap)
+        return explain(row, res, r, i)
 
     def _emit(self, tr: Transition, expl: Explanation, res: FusionResult | None,
               fused: FusedRow | None = None) -> None:

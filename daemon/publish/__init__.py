@@ -55,19 +55,23 @@ class MessageValidator:
         self._whole = Draft202012Validator(self.schema)
         self._by_kind = {
             kind: Draft202012Validator({"$ref": f"#/$defs/{kind}", "$defs": defs})
-            for kind in ("event", "vision", "audio", "speech", "command", "health")
+            for kind in ("event", "shadow_event", "vision", "audio", "speech", "command", "health")
         }
 
     def errors(self, msg: Any) -> list[str]:
         """Every violation as 'path: message'; empty when valid."""
         topic = msg.get("topic") if isinstance(msg, Mapping) else None
-        kind = "event" if isinstance(topic, str) and topic.startswith("event.") else topic
+        kind = topic
+        if isinstance(topic, str) and topic.startswith("event."):
+            kind = "event"
+        elif isinstance(topic, str) and topic.startswith("shadow.event."):
+            kind = "shadow_event"
         validator = self._by_kind.get(kind) if isinstance(kind, str) else None
         if validator is None:
             if not list(self._whole.iter_errors(msg)):
                 return []
             return [f"topic: {topic!r} is not a known topic "
-                    "(event.<name>, vision, audio, speech, command, health)"]
+                    "(event.<name>, shadow.event.<name>, vision, audio, speech, command, health)"]
         described = sorted(_describe(e) for e in validator.iter_errors(msg))
         return [text for _, text in described]
 

@@ -23,6 +23,7 @@ from perceptd.daemon.messages import (
     MessageError,
     ModalityScore,
     QueueHealth,
+    ShadowEventMessage,
     SourceHealth,
     SpeechMessage,
     VisionMessage,
@@ -73,6 +74,9 @@ def payloads() -> list:
             uptime_s=12.5,
         ),
         HealthMessage("starting"),
+        ShadowEventMessage(event="cat_present", phase="start", score=0.8,
+                           modalities={"vision": ModalityScore(1.0, 0.6, [("tabby", 0.61)])},
+                           candidate_version="20261206-candidate"),
     ]
 
 
@@ -182,6 +186,15 @@ def test_shipped_schema_equals_repo_copy() -> None:
     repo_copy = (REPO / "schema" / "messages.schema.json").read_text("utf-8")
     assert json.loads(repo_copy) == load_schema()
     assert MessageValidator(json.loads(repo_copy)).errors(_valid()) == []
+
+
+def test_shadow_event_is_its_own_topic_and_must_name_the_candidate() -> None:
+    d = json.loads(stamp(payloads()[-1]).to_wire()[1])
+    assert d["topic"] == "shadow.event.cat_present" and d["candidate_version"] == "20261206-candidate"
+    for bad in ({**d, "topic": "event.cat_present"}, {k: v for k, v in d.items() if k != "candidate_version"},
+                {**d, "snapshot": "20260101T000000-0123456789ab"}):
+        with pytest.raises(SchemaValidationError):
+            validate_message(bad)
 
 
 @pytest.mark.parametrize(

@@ -210,7 +210,8 @@ class Daemon:
 
     def _camera_frames(self) -> dict[str, Any]:
         """Each camera's newest frame (a reference; cameras replace it, never change it)."""
-        return {s.source_id: s.last_image for s in self.sources if isinstance(s, CameraSource)}
+        return {s.source_id: s.last_image for s in self.sources
+                if isinstance(s, CameraSource) and s.last_image is not None}
 
     def _build_sockets(self) -> None:
         enc = self.cfg.samples.encryption

@@ -115,14 +115,15 @@ class DaemonAdapter:
 
     def config_path(self) -> Path | None:
         """The file `perceptd run -c` read (None for the demo's generated config)."""
-        return getattr(self._d, "config_path", None)
+        return self._d.config_path
 
     def camera_image(self, camera_id: str) -> Any:
         """The newest frame a camera emitted (BGR array), or None; never waits."""
+        from perceptd.daemon.sources.camera import CameraSource
+
         for src in self._d.sources:
-            if src.source_id == camera_id and hasattr(src, "last_image"):
-                # a camera sets it on its first frame; Source does not declare it
-                return src.last_image  # pyright: ignore[reportAttributeAccessIssue]
+            if src.source_id == camera_id and isinstance(src, CameraSource):
+                return src.last_image  # None before its first frame
         return None
 
     def snapshot_meta(self, snapshot_id: str) -> dict[str, Any] | None:

@@ -156,6 +156,8 @@ class CameraSource(Source):
         super().__init__(cfg.id, out, on_state)
         self.cfg = cfg
         self.uri_kind = uri_kind(cfg.uri)
+        # the newest frame emitted (None before the first): thumbnails and snapshots read it
+        self.last_image: np.ndarray | None = None
 
     def stop(self, timeout: float | None = None) -> bool:
         """Default wait covers one open attempt plus a read: cv2 calls cannot be cut short."""

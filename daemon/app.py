@@ -91,11 +91,14 @@ class _Stage(Protocol):
     def join(self, timeout: float | None = None) -> bool: ...
 
 
-def _stage(stage: _Stage, reserve_s: float) -> Part:
-    """A stage stops when its inbox is closed and drained (its producers have stopped)."""
+def _stage(stage: _Stage, reserve_s: float, after: Callable[[], None] | None = None) -> Part:
+    """A stage stops when its inbox is closed and drained (its producers have stopped);
+    `after` runs once it has (fusion: the shadow's open events end)."""
     def stop(deadline: float) -> None:
         stage.inbox.close()
         stage.join(_left(deadline, reserve_s))
+        if after is not None:
+            after()
     return Part(stage.name, stage.start, stop)
 
 
@@ -244,7 +247,7 @@ class Daemon:
             Part("publisher", self.publisher.start, self._stop_publishing),
             Part("samples", lambda: None,  # started while building (see _build_stages)
                  lambda d: self.samples.close(timeout_s=max(0.2, min(2.0, _left(d, 0.5, 0.0))))),
-            _stage(self.fusion, 0.5),
+            _stage(self.fusion, 0.5, after=self.shadow.close if self.shadow else None),
             _stage(self.text, 1.0),
         ]
         if speech is not None:  # audio's last segment -> transcript -> command, then it stops

@@ -198,6 +198,16 @@ class Shadow:
             self._finish(run, "stopped")
         return {"ok": True, "shadow": self.report()}
 
+    def close(self) -> None:
+        """The daemon stops (after fusion did): a running shadow ends, its open events end."""
+        with self._lock:
+            run = self._run
+            if run is None:
+                return
+            self._finish(run, "daemon stopped")
+        if run.ends_pending:
+            self._close_open(run, self._clock())
+
     def report(self) -> dict[str, Any] | None:
         """The running report (final once the shadow ended); None before any shadow."""
         with self._lock:

@@ -73,7 +73,8 @@ def rig(tmp_path_factory, bundle_dir):
     collector = Collector(daemon.events_endpoint)
     try:
         daemon.wait_ready(120)
-        collector.wait_for(lambda m: m["topic"] == "event.cat_present" and m["phase"] == "start", 60)
+        collector.wait_for(lambda m: m["topic"] == "event.cat_present", 60)  # its start may
+        # have come before the subscription did
         yield {"daemon": daemon, "collector": collector, "root": root, "v1": v1, "cfg": cfg}
     finally:
         daemon.kill()
@@ -153,6 +154,8 @@ def test_shadow_stop_ends_it_and_keeps_the_report(rig) -> None:
     assert st["state"] == "done" and st["ended"] == "stopped" and st["agreement"] == 1.0, st
     c.wait_for(lambda m: m["topic"] == "shadow.event.cat_present" and m["phase"] == "end", 10, since)
     assert not rig["daemon"].request({"type": "shadow", "stop": True})["ok"]  # nothing runs now
+    r = _cli(rig, "status")
+    assert "shadow cand beside" in r.stdout and "done (stopped)" in r.stdout, r.stdout
 
 
 def test_candidate_with_other_encoders_is_refused(rig) -> None:
@@ -194,7 +197,14 @@ def test_promotion_refused_below_the_agreement_bar_then_allowed(rig) -> None:
 
 
 def test_live_messages_are_valid_and_gapless_and_never_carry_the_candidate(rig) -> None:
-    msgs = rig["collector"].snapshot()
+    c = rig["collector"]
+    since = time.monotonic()  # a shadow running at the stop: its open events end too
+    assert rig["daemon"].request({"type": "shadow", "version": "doggy", "minutes": 5})["ok"]
+    c.wait_for(lambda m: m["topic"] == "shadow.event.dog_present" and m["phase"] == "start", 30, since)
+    assert rig["daemon"].terminate(timeout=15) == 0
+    c.wait_for(lambda m: m["topic"] == "health" and m["state"] == "stopped", 5, since)
+    msgs = c.snapshot()
+    assert msgs[-1]["topic"] == "health" and msgs[-1]["state"] == "stopped"
     holes = [(a["seq"], b["seq"], a["topic"], b["topic"])
              for a, b in zip(msgs, msgs[1:], strict=False) if b["seq"] != a["seq"] + 1]
     assert not holes, f"seq gaps: {holes[:5]}"
@@ -204,7 +214,11 @@ def test_live_messages_are_valid_and_gapless_and_never_carry_the_candidate(rig) 
     assert all("candidate_version" not in m for m in live)
     assert not [m for m in live if m["topic"] == "event.dog_present"]  # doggy only ever shadowed
     cat = [m["phase"] for m in live if m["topic"] == "event.cat_present"]
-    assert cat[0] == "start" and "end" not in cat, cat  # the live cat never blinked
+    assert cat[-1] == "end" and "end" not in cat[:-1], cat  # the live cat never blinked: it
+    # ended only at the stop
     shadow = [m for m in msgs if m["topic"].startswith("shadow.event.")]
     assert {m["candidate_version"] for m in shadow} == {"cand", "doggy"}
-    assert rig["daemon"].terminate(timeout=15) == 0
+    # every shadow occurrence that started also ended (period, stop, or the swap to `cand`)
+    for v in ("cand", "doggy"):
+        phases = [m["phase"] for m in shadow if m["candidate_version"] == v and m["phase"] != "update"]
+        assert phases.count("start") == phases.count("end"), (v, phases)

@@ -42,7 +42,7 @@ from perceptd.daemon.samples.record import encoder_fingerprint
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
-MAX_KEPT = 20_000  # event phases and latency samples kept per side (a long shadow stays bounded)
+MAX_KEPT = 20_000  # starts/ends and latency samples kept per side (a long shadow stays bounded)
 LISTED = 20  # extra/missing occurrences listed in the report (all are counted)
 
 
@@ -263,13 +263,14 @@ class Shadow:
             tr = run.decoders[e.name].step(float(res.scores[r, i]), now)
             if tr is not None:
                 self._emit(run, tr, explain(rows[r], res, r, i))
-                phases.append(_phase(tr))
+                if tr.phase != "update":  # starts and ends make the occurrences
+                    phases.append(_phase(tr))
         t_end = time.perf_counter()
         with self._lock:
             run.evaluations += 1
             run.head_ms.append((t_head - t0) * 1e3)
             run.added_ms.append((t_end - t0) * 1e3)
-            run.live.extend(_phase(tr) for tr in live)
+            run.live.extend(_phase(tr) for tr in live if tr.phase != "update")
             run.shadow.extend(phases)
 
     def _emit(self, run: _Run, tr: Transition, expl: Explanation) -> None:

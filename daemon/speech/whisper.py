@@ -45,6 +45,14 @@ class WhisperEngineConfig(BaseModel):
     language: str = Field("en", min_length=2, max_length=8, description="spoken language")
     max_new_tokens: int = Field(48, ge=4, le=200, description="tokens decoded per segment")
     pad_ms: int = Field(200, ge=0, le=2000, description="silence added around each segment")
+    window: Literal["fit", "full"] = Field(
+        "full", description="encoder input: 'full' pads every segment to Whisper's 30 s window; "
+        "'fit' sizes it to the segment (at least min_window_s): ~2.5x faster recognition, a little "
+        "less robust in noise (docs/speech.md has both measured)")
+    min_window_s: float = Field(
+        15.0, ge=2.0, le=30.0, description="'fit': the shortest window (shorter ones make the "
+        "decoder repeat itself)")
+    margin_s: float = Field(1.0, ge=0.0, le=10.0, description="'fit': silence after the segment")
 
 
 def _model_dir(cfg: WhisperEngineConfig) -> Path:
@@ -72,9 +80,12 @@ class WhisperEngine:
         self.prompt = prompt or None
         self.name = name
         self._pad = np.zeros(int(cfg.pad_ms * SR / 1000), np.float32)
+        self._fit = _FittedWindow(model, cfg, self.prompt) if cfg.window == "fit" else None
 
     def transcribe(self, pcm: np.ndarray) -> Transcript:
         audio = np.concatenate([self._pad, np.asarray(pcm, np.float32).reshape(-1), self._pad])
+        if self._fit is not None and audio.size <= (3000 - 100 * self.cfg.margin_s) * 160:
+            return self._fit.transcribe(audio)
         segments, _info = self.model.transcribe(
             audio, language=self.cfg.language, beam_size=self.cfg.beam_size,
             temperature=0.0, vad_filter=False, condition_on_previous_text=False,
@@ -90,6 +101,46 @@ class WhisperEngine:
         t0 = time.perf_counter()
         self.transcribe(np.zeros(SR, np.float32))
         log.info("event=speech_engine_warm engine=%s ms=%.0f", self.name, (time.perf_counter() - t0) * 1e3)
+
+
+class _FittedWindow:
+    """One encoder pass over a window sized to the segment, then the same beam search as
+    faster-whisper's (prompt, suppressed tokens, max_new_tokens, score normalisation).
+
+    Why: Whisper's encoder always takes 30 s, so a 1.5 s command paid for 28 s of padding
+    (~0.5 s of the ~0.65 s of recognition on one core). CTranslate2 encodes shorter inputs; a
+    window under ~10 s makes the decoder repeat itself, which `min_window_s` prevents (and the
+    command matcher reads a repeated command as the command). docs/speech.md has the measured
+    recall and false accepts of both windows."""
+
+    def __init__(self, model, cfg: WhisperEngineConfig, prompt: str | None) -> None:
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        self.model = model
+        self.cfg = cfg
+        self.tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
+                                   language=cfg.language if model.model.is_multilingual else None)
+        previous = self.tokenizer.encode(" " + prompt.strip()) if prompt else []
+        self.prompt = model.get_prompt(self.tokenizer, previous, without_timestamps=True)
+        self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        from faster_whisper.audio import pad_or_trim
+
+        feats = self.model.feature_extractor(audio)  # [80, frames], 100 frames per second
+        frames = int(min(3000, max(100 * self.cfg.min_window_s, feats.shape[-1] + 100 * self.cfg.margin_s)))
+        encoded = self.model.encode(pad_or_trim(feats, frames + frames % 2))
+        r = self.model.model.generate(
+            encoded, [self.prompt], beam_size=self.cfg.beam_size, patience=1.0, length_penalty=1.0,
+            max_length=len(self.prompt) + self.cfg.max_new_tokens, return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self.suppress)[0]
+        tokens = [t for t in r.sequences_ids[0] if t < self.tokenizer.eot]
+        text = self.tokenizer.decode(tokens).strip()
+        if not text:
+            return Transcript("", None, float(r.no_speech_prob))
+        avg = r.scores[0] * len(tokens) / (len(tokens) + 1)  # as faster-whisper normalises
+        return Transcript(text, float(avg), float(r.no_speech_prob))
 
 
 def _combine(segments: list) -> Transcript:

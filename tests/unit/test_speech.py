@@ -239,3 +239,33 @@ def test_relative_model_folder_is_relative_to_the_config_file(tmp_path: Path) ->
     cfg = Config.model_validate({"speech": {"engine": {"type": "whisper", "model": "models/w"}}})
     assert cfg.resolved(tmp_path).speech.engine.model == (tmp_path / "models" / "w").resolve()
     assert Config().resolved(tmp_path).speech.engine.model is None
+
+
+def test_fitted_window_hears_the_commands_and_falls_back_past_30_s(default_config, samples_dir) -> None:
+    """window: fit encodes only the segment (plus margin, at least min_window_s) and decodes as
+    faster-whisper does: the shipped phrases come out as said; a segment too long for one window
+    goes the regular 30 s way (the fitted path is never handed more than it can encode)."""
+    pytest.importorskip("faster_whisper")
+    import soundfile as sf
+
+    from perceptd.daemon.speech.stage import load_engine
+
+    speech = default_config.speech
+    fit = speech.model_copy(update={"engine": speech.engine.model_copy(update={"window": "fit"})})
+    eng, reason = load_engine(fit, default_config.events)
+    if eng is None:
+        pytest.skip(reason)
+    assert eng._fit is not None
+    for name, words in (("turn_on_the_kitchen_lights", "turn on the kitchen lights"),
+                        ("play_some_music", "play some music")):
+        pcm, _ = sf.read(samples_dir / "audio" / f"{name}.wav", dtype="float32")
+        tr = eng.transcribe(pcm)
+        assert words in tr.text.lower().strip(".!? "), tr
+        assert tr.avg_logprob is not None and tr.avg_logprob > -0.8, tr
+    calls = []
+    real = eng._fit.transcribe
+    eng._fit.transcribe = lambda audio: calls.append(audio.size) or real(audio)
+    eng.transcribe(np.zeros(31 * 16_000, np.float32))  # over the window: the 30 s path
+    assert calls == []
+    eng.transcribe(np.zeros(2 * 16_000, np.float32))
+    assert len(calls) == 1

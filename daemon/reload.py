@@ -127,6 +127,45 @@ def shadow_verdict(cfg: Config, version: str) -> dict[str, Any] | None:
                                                   "extra", "missing", "evaluations")}}
 
 
+def request_shadow(cfg: Config, version: str, minutes: float, wait_s: float = 30.0) -> dict[str, Any]:
+    """`retrain --shadow`: ask the running daemon (cfg.control, as promotion reaches it) to run
+    `version` in shadow beside its live bundle for `minutes` (the control request `shadow`), and
+    wait (bounded) until its head has loaded.  Returns {"daemon": "shadowing", "candidate",
+    "live", "minutes", "state"} or, when no shadow runs, {"daemon": "not_running" | "unreachable"
+    | "refused", "detail"} (nothing else changes: no pointer moves)."""
+    from perceptd.daemon.control.client import ControlError, connect_uri, send_request
+    from perceptd.daemon.security.curve import CurveClient
+
+    endpoint = connect_uri(cfg.control.endpoint)
+    try:
+        curve = CurveClient.from_config(cfg.security)
+        reply = send_request(endpoint, {"type": "shadow", "version": version, "minutes": minutes},
+                             timeout_s=min(10.0, wait_s), curve=curve)
+    except ControlError as exc:
+        return {"daemon": "not_running", "detail": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - e.g. CURVE keys missing: report, do not fail
+        return {"daemon": "unreachable", "detail": f"{type(exc).__name__}: {exc}"}
+    if not reply.get("ok"):
+        return {"daemon": "refused", "detail": str(reply.get("error", ""))}
+    out: dict[str, Any] = {"daemon": "shadowing", "candidate": reply.get("candidate"),
+                           "live": reply.get("live"), "minutes": reply.get("minutes"),
+                           "state": "loading"}
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:  # the head loads in the background (~1 s)
+        try:
+            st = send_request(endpoint, {"type": "status"}, timeout_s=3.0, curve=curve)
+        except ControlError as exc:
+            return {"daemon": "lost", "detail": str(exc)}
+        report = st.get("shadow") or {}
+        if report.get("candidate") == out["candidate"] and report.get("state") != "loading":
+            if report.get("state") == "refused":
+                return {"daemon": "refused", "detail": str(report.get("error") or "refused at load")}
+            out["state"] = report.get("state")
+            break
+        time.sleep(0.2)
+    return out
+
+
 def promote_and_reload(cfg: Config, version: str, wait_s: float = 30.0) -> dict[str, Any]:
     """`retrain --promote`: current -> version (previous -> the old current), undone on refusal.
     Refused before anything moves when the daemon's last shadow report of `version` agrees less

@@ -11,7 +11,8 @@
    trained here), parity on those real samples, latency; write gate.json / gate.md / gate.png
    under samples.retrain.dir/<version>/;
 6. a passing bundle stays in the bundle folder (promoted with --promote, and a running daemon
-   is asked to reload); a refused one is moved aside into the report folder.
+   is asked to reload; or, with --shadow MINUTES, the running daemon runs it in shadow beside
+   the live bundle); a refused one is moved aside into the report folder.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from perceptd.export.target import PROB_TOL
 log = logging.getLogger(__name__)
 KEEP_REJECTED = 3  # refused bundles kept for inspection (each is a full bundle copy)
 EXIT_REFUSED = 3  # the gate refused the candidate (the running bundle stays)
+EXIT_SHADOW_FAILED = 5  # passed, but --shadow: no daemon to ask, or it refused the shadow
 
 
 class NotEnoughData(UserError):
@@ -260,7 +262,7 @@ def prepare(cfg: Config, *, epochs: int | None = None, lr: float | None = None,
 def retrain(cfg: Config, *, promote_ok: bool = False, nproc: int = 1, epochs: int | None = None,
             lr: float | None = None, seed: int | None = None, device: str = "cpu",
             shuffle_labels: bool = False, progress: bool = True, wait_s: float = 30.0,
-            echo=print) -> dict[str, Any] | None:
+            shadow_minutes: float | None = None, echo=print) -> dict[str, Any] | None:
     """The whole loop; returns the gate report (None on torchrun ranks other than 0)."""
     from perceptd.export.bundle import build_bundle, new_version
 
@@ -322,7 +324,7 @@ def retrain(cfg: Config, *, promote_ok: bool = False, nproc: int = 1, epochs: in
         "calibration_scale_bounds": list(rc.calibration_scale),
     })
     run_dir = rc.dir / version
-    report.update(_dispose(cfg, report, new_path, run_dir, promote_ok, wait_s))
+    report.update(_dispose(cfg, report, new_path, run_dir, promote_ok, wait_s, shadow_minutes))
     report["seconds"] = round(time.monotonic() - t_start, 2)
     gate.write_reports(report, run_dir)
     return report
@@ -345,8 +347,9 @@ def _split_report(cfg: Config, lab: finetune.LabelledSet, sp: blocks.BlockSplit)
 
 
 def _dispose(cfg: Config, report: dict[str, Any], new_path: Path, run_dir: Path, promote_ok: bool,
-             wait_s: float) -> dict[str, Any]:
-    """Pass: keep it in the bundle folder (promote + reload when asked). Refused: move aside."""
+             wait_s: float, shadow_minutes: float | None = None) -> dict[str, Any]:
+    """Pass: keep it in the bundle folder (promote + reload, or shadow, when asked). Refused:
+    move aside."""
     from perceptd.daemon.reload import promote_and_reload
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -359,6 +362,9 @@ def _dispose(cfg: Config, report: dict[str, Any], new_path: Path, run_dir: Path,
         failed = [r["name"] for r in report["rules"] if not r["passed"]]
         return {"promoted": False, "bundle_path": str(aside),
                 "outcome": f"refused ({', '.join(failed)}); candidate kept aside in {aside}"}
+    if shadow_minutes is not None:
+        return {"promoted": False, "bundle_path": str(new_path),
+                **shadow_candidate(cfg, version, shadow_minutes, wait_s)}
     if not promote_ok:
         return {"promoted": False, "bundle_path": str(new_path),
                 "outcome": f"passed; {version} is in {new_path.parent} but not active "
@@ -373,6 +379,35 @@ def _dispose(cfg: Config, report: dict[str, Any], new_path: Path, run_dir: Path,
     else:
         out["outcome"] = f"passed and promoted: current -> {version}; daemon {daemon['daemon']}"
     return out
+
+
+def shadow_candidate(cfg: Config, version: str, minutes: float, wait_s: float = 30.0) -> dict[str, Any]:
+    """`retrain --shadow MINUTES` after a passing gate: the running daemon runs `version` in
+    shadow (daemon/reload.request_shadow); returns the report's `shadow` and `outcome`."""
+    from perceptd.daemon.reload import request_shadow
+
+    sh = request_shadow(cfg, version, minutes, wait_s)
+    if sh["daemon"] != "shadowing":
+        what = "refused the shadow" if sh["daemon"] == "refused" else f"is {sh['daemon'].replace('_', ' ')}"
+        return {"shadow": sh,
+                "outcome": f"passed, but no shadow runs: the daemon {what} ({sh.get('detail')}); {version} "
+                           f"stays in {cfg.bundle.dir}, not active (`perceptd reload --shadow {version}` "
+                           f"when a daemon runs)"}
+    return {"shadow": sh,
+            "outcome": f"passed; shadow of {version} {sh['state']} beside {sh['live']} for "
+                       f"{float(sh['minutes']):g} min: its report with `perceptd reload --shadow-report` "
+                       f"or `perceptd status`; then `perceptd reload --promote {version}`"}
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """0 passed (promoted, shadowing, or kept), 3 refused by the gate, 5 passed but the shadow
+    asked for could not start (no daemon, or the daemon refused it)."""
+    if not report["passed"]:
+        return EXIT_REFUSED
+    shadow = report.get("shadow")
+    if shadow is not None and shadow.get("daemon") != "shadowing":
+        return EXIT_SHADOW_FAILED
+    return 0
 
 
 def _summary(r: dict[str, Any]) -> str:
@@ -397,6 +432,11 @@ def _summary(r: dict[str, Any]) -> str:
 
 
 def retrain_main(args: argparse.Namespace) -> int:
+    if args.shadow is not None and args.promote:
+        raise UserError("--shadow and --promote do not go together: shadow first (retrain --shadow "
+                        "MINUTES), then promote with `perceptd reload --promote VERSION`")
+    if args.shadow is not None and not 0 < args.shadow <= 10080:
+        raise UserError(f"--shadow MINUTES must be in (0, 10080], got {args.shadow:g}")
     cfg = load_config(args.config)
     if args.nproc < 1:
         raise UserError("--nproc must be >= 1")
@@ -406,9 +446,12 @@ def retrain_main(args: argparse.Namespace) -> int:
 
     report = retrain(cfg, promote_ok=args.promote, nproc=args.nproc, epochs=args.epochs, lr=args.lr,
                      seed=args.seed, device=args.device, shuffle_labels=args.shuffle_labels,
-                     progress=True, wait_s=args.timeout,
+                     progress=True, wait_s=args.timeout, shadow_minutes=args.shadow,
                      echo=echo if not args.json else (lambda _line: None))
     if report is None:  # a torchrun rank other than 0
         return 0
     print(json.dumps(report, indent=2) if args.json else _summary(report))
-    return 0 if report["passed"] else EXIT_REFUSED
+    code = exit_code(report)
+    if code == EXIT_SHADOW_FAILED:
+        print(f"error: {report['outcome']}", file=sys.stderr)
+    return code

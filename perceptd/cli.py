@@ -268,6 +268,9 @@ def _add_retrain_parsers(sub: argparse._SubParsersAction) -> None:
     _add_config(p)
     p.add_argument("--promote", action="store_true",
                    help="promote a bundle that passes the gate and ask the daemon to reload")
+    p.add_argument("--shadow", type=float, metavar="MINUTES",
+                   help="instead of promoting: have the running daemon run a bundle that passes the "
+                        "gate in shadow for MINUTES (exit 5 when it cannot)")
     p.add_argument("--json", action="store_true", help="print the gate report JSON on stdout")
     p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torch.distributed)")
     p.add_argument("--epochs", type=int, help="override samples.retrain.epochs")

@@ -20,7 +20,7 @@ import pytest
 from perceptd.daemon.bundle import MANIFEST, pointer_target, sha256_file
 from perceptd.daemon.publish import validate_message
 from tests.rigs.bundles import clone_version, link_bundle
-from tests.rigs.daemon import Collector, DaemonProcess, daemon_config
+from tests.rigs.daemon import Collector, DaemonProcess, daemon_config, free_tcp_port
 
 REPO = Path(__file__).resolve().parents[2]
 CAT = REPO / "samples" / "images" / "cat.jpg"
@@ -165,6 +165,47 @@ def test_candidate_with_other_encoders_is_refused(rig) -> None:
     assert len(line.splitlines()) == 1, line
     assert "encoders of other-enc differ" in line and "not supported" in line, line
     assert _shadow(rig)["candidate"] == "cand"  # the last report is still the one shown
+
+
+def test_retrain_shadow_hands_a_passing_candidate_to_the_daemon(rig, tmp_path) -> None:
+    """`perceptd retrain --shadow MINUTES` after the gate passed: export/retrain._dispose, the code
+    path retrain takes, with the prebuilt candidate instead of a training run (no samples here)."""
+    from perceptd.daemon.config import load_config
+    from perceptd.export import retrain
+
+    cfg = load_config(rig["cfg"])
+
+    def dispose(c, version: str, minutes: float, wait_s: float = 30.0) -> dict[str, Any]:
+        report: dict[str, Any] = {"passed": True, "bundle_version": version, "rules": []}
+        report.update(retrain._dispose(c, report, rig["root"] / version, tmp_path / version, False,
+                                       wait_s, minutes))
+        return report
+
+    r = dispose(cfg, "cand", 0.5)
+    assert retrain.exit_code(r) == 0, r
+    assert r["shadow"] == {"daemon": "shadowing", "candidate": "cand", "live": rig["v1"],
+                           "minutes": 0.5, "state": "running"}, r
+    assert "perceptd reload --shadow-report" in r["outcome"] and "perceptd status" in r["outcome"]
+    assert r["promoted"] is False and pointer_target(rig["root"], "current") == rig["v1"]
+    st = _shadow(rig)
+    assert st["candidate"] == "cand" and st["state"] == "running" and st["minutes"] == 0.5, st
+    # the daemon refuses a second one while this runs: one line, exit 5, nothing moves
+    r = dispose(cfg, "doggy", 0.5)
+    assert retrain.exit_code(r) == retrain.EXIT_SHADOW_FAILED == 5, r
+    assert r["shadow"]["daemon"] == "refused" and "stop it first" in r["shadow"]["detail"], r
+    assert "no shadow runs: the daemon refused the shadow" in r["outcome"], r
+    assert _shadow(rig)["candidate"] == "cand"
+    assert rig["daemon"].request({"type": "shadow", "stop": True})["ok"]
+    # no daemon at the control endpoint: exit 5 too
+    gone = cfg.model_copy(update={"control": cfg.control.model_copy(
+        update={"endpoint": f"tcp://127.0.0.1:{free_tcp_port()}"})})
+    r = dispose(gone, "cand", 0.5, wait_s=2.0)
+    assert retrain.exit_code(r) == 5 and r["shadow"]["daemon"] == "not_running", r
+    assert "the daemon is not running" in r["outcome"], r
+    # --shadow with --promote: refused before anything is trained, in one line
+    p = _cli(rig, "retrain", "--shadow", "5", "--promote")
+    assert p.returncode == 1 and p.stdout == "", p
+    assert p.stderr.count("\n") == 1 and "--shadow and --promote do not go together" in p.stderr, p.stderr
 
 
 def test_promotion_refused_below_the_agreement_bar_then_allowed(rig) -> None:

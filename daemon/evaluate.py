@@ -166,6 +166,18 @@ def evaluate(recordings: Sequence[Path], bundle_a: str, bundle_b: str, *,
     return out
 
 
+def label_changes(entry: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """On one labelled recording of an evaluate report: the wrong occurrences B adds (a wrong
+    event A did not have wrong there) and the labelled ranges B misses that A found."""
+    a, b = entry["a"], entry["b"]
+    known = {(o["event"], o["start_ns"]) for o in a["wrong"]}
+    added = [o for o in b["wrong"] if (o["event"], o["start_ns"]) not in known
+             and not any(w["event"] == o["event"] for w in a["wrong"])]
+    missed_a = {(m["event"], m["from_ns"]) for m in a["missed"]}
+    lost = [m for m in b["missed"] if (m["event"], m["from_ns"]) not in missed_a]
+    return added, lost
+
+
 def gate_verdict(report: dict[str, Any]) -> dict[str, Any]:
     """The retrain gate's rule on labelled recordings: the candidate (B) must not add a wrong
     event nor lose a right one that the baseline (A) had.  `ok` is None without labels."""
@@ -175,17 +187,10 @@ def gate_verdict(report: dict[str, Any]) -> dict[str, Any]:
         if "a" not in e:
             continue
         judged = True
-        a, b = e["a"], e["b"]
-        known = {(o["event"], o["start_ns"]) for o in a["wrong"]}
-        for o in b["wrong"]:
-            if (o["event"], o["start_ns"]) not in known and not any(
-                    w["event"] == o["event"] for w in a["wrong"]):
-                reasons.append(f"{e['recording']}: adds a wrong {o['event']} at {o['start_ns']}")
-        missed_a = {(m["event"], m["from_ns"]) for m in a["missed"]}
-        for m in b["missed"]:
-            if (m["event"], m["from_ns"]) not in missed_a:
-                reasons.append(f"{e['recording']}: loses {m['event']} in "
-                               f"[{m['from_ns']}, {m['to_ns']}] that A found")
+        added, lost = label_changes(e)
+        reasons += [f"{e['recording']}: adds a wrong {o['event']} at {o['start_ns']}" for o in added]
+        reasons += [f"{e['recording']}: loses {m['event']} in [{m['from_ns']}, {m['to_ns']}] that A found"
+                    for m in lost]
     return {"ok": (not reasons) if judged else None, "reasons": reasons}
 
 

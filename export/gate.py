@@ -10,6 +10,10 @@ are also judged against baselines, not only against the old head, which for a ne
 and beaten by anything that fires: the zero-shot prompt at its best threshold on the training
 split (the candidate may not be worse), and heads trained on permuted labels (the candidate
 must beat the best of them by `baseline_margin`).
+
+Optional rule `recordings` (samples.retrain.gate.recordings, `retrain --recordings`): both
+bundles replayed on labelled recordings (daemon/evaluate.py, as `perceptd evaluate --gate`); the
+candidate must not add a wrong event nor lose a right one on the labelled ranges.
 """
 
 from __future__ import annotations
@@ -194,12 +198,51 @@ def _rule_baselines(taught: dict[str, Any]) -> Rule:
     return Rule("baselines", True, "taught events beat their baselines: " + ", ".join(parts) + note)
 
 
+def rule_recordings(ev: dict[str, Any] | None, error: str | None = None
+                    ) -> tuple[Rule, list[dict[str, Any]]]:
+    """The labelled-recordings rule on a daemon/evaluate.evaluate report (A the current bundle, B
+    the candidate): fails when B adds a wrong event or loses a right one on a labelled range, or
+    when the recordings could not be replayed (`error`).  Figures per recording: labels, added
+    wrong, lost right, precision/recall old (A) and new (B)."""
+    from perceptd.daemon.evaluate import label_changes
+
+    if error is not None or ev is None:
+        return Rule("recordings", False, f"recordings could not be evaluated: {error}"), []
+    figures: list[dict[str, Any]] = []
+    for e in ev["recordings"]:
+        if "a" not in e:
+            figures.append({"recording": e["recording"], "labels": 0})
+            continue
+        added, lost = label_changes(e)
+        figures.append({
+            "recording": e["recording"], "labels": e["labels"],
+            "added_wrong": len(added), "lost_right": len(lost),
+            "precision": {"old": e["a"]["precision"], "new": e["b"]["precision"]},
+            "recall": {"old": e["a"]["recall"], "new": e["b"]["recall"]},
+            "wrong_added": added, "right_lost": lost})
+    judged = [f for f in figures if f["labels"]]
+    if not judged:
+        return Rule("recordings", True, f"{len(figures)} recording(s), none labelled: nothing judged "
+                    "(perceptd label-range)"), figures
+    bad = [f for f in judged if f["added_wrong"] or f["lost_right"]]
+    parts = "; ".join(f"{Path(f['recording']).name}: {f['added_wrong']} wrong added, {f['lost_right']} "
+                      f"right lost, precision {f['precision']['old']} -> {f['precision']['new']}, recall "
+                      f"{f['recall']['old']} -> {f['recall']['new']}" for f in judged)
+    if bad:
+        return Rule("recordings", False, f"the candidate adds wrong events or loses right ones on "
+                    f"labelled recordings: {parts}"), figures
+    return Rule("recordings", True, f"no wrong event added, no right one lost on {len(judged)} labelled "
+                f"recording(s): {parts}"), figures
+
+
 def evaluate_gate(*, names: list[str], thresholds: np.ndarray, target: np.ndarray, known: np.ndarray,
                   old_scores: np.ndarray, new_scores: np.ndarray, sources: list[list[str]],
                   combos: list[str], parity: dict[str, Any], latency: dict[str, Any],
                   cfg: GateConfig, baselines: dict[str, Any] | None = None,
-                  independence: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The gate decision and everything the report shows."""
+                  independence: dict[str, Any] | None = None,
+                  recordings: tuple[Rule, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """The gate decision and everything the report shows (`recordings`: rule_recordings's result,
+    when the optional labelled-recordings rule is on)."""
     old = per_event(old_scores, target, known, names, thresholds)
     new = per_event(new_scores, target, known, names, thresholds)
     events = {n: {"old": old[n], "new": new[n], "delta_f1": round(new[n]["f1"] - old[n]["f1"], 4)}
@@ -221,6 +264,8 @@ def evaluate_gate(*, names: list[str], thresholds: np.ndarray, target: np.ndarra
     rules.append(_rule_slices(slices, cfg.slice_margin, cfg.min_slice_samples))
     rules.append(_rule_parity(parity))
     rules.append(_rule_latency(latency, cfg.latency_budget_ms))
+    if recordings is not None:
+        rules.append(recordings[0])
     return {
         "passed": all(r.passed for r in rules),
         "rules": [r.to_json() for r in rules],
@@ -230,6 +275,7 @@ def evaluate_gate(*, names: list[str], thresholds: np.ndarray, target: np.ndarra
         "slices": slices,
         "parity": parity,
         "latency_ms": latency,
+        **({"recordings": recordings[1]} if recordings is not None else {}),
     }
 
 
@@ -338,6 +384,18 @@ def markdown(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     lines += ["", f"Latency (fusion head, 4 rows): old p50 {lat['old']['p50']} ms / "
               f"p95 {lat['old']['p95']} ms, new p50 {lat['new']['p50']} ms / p95 {lat['new']['p95']} ms", ""]
+    if "recordings" in r:
+        lines += ["## Labelled recordings (replayed with both bundles)", "",
+                  "| recording | labels | wrong added | right lost | P old | P new | R old | R new |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for f in r["recordings"]:
+            if not f["labels"]:
+                lines.append(f"| {f['recording']} | 0 | - | - | - | - | - | - |")
+                continue
+            p, rc = f["precision"], f["recall"]
+            lines.append(f"| {f['recording']} | {f['labels']} | {f['added_wrong']} | {f['lost_right']} | "
+                         f"{p['old']} | {p['new']} | {rc['old']} | {rc['new']} |")
+        lines.append("")
     return "\n".join(lines)
 
 

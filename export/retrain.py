@@ -262,8 +262,12 @@ def prepare(cfg: Config, *, epochs: int | None = None, lr: float | None = None,
 def retrain(cfg: Config, *, promote_ok: bool = False, nproc: int = 1, epochs: int | None = None,
             lr: float | None = None, seed: int | None = None, device: str = "cpu",
             shuffle_labels: bool = False, progress: bool = True, wait_s: float = 30.0,
-            shadow_minutes: float | None = None, echo=print) -> dict[str, Any] | None:
-    """The whole loop; returns the gate report (None on torchrun ranks other than 0)."""
+            shadow_minutes: float | None = None, recordings: list[Path] | None = None,
+            config_path: Path | None = None, echo=print) -> dict[str, Any] | None:
+    """The whole loop; returns the gate report (None on torchrun ranks other than 0).
+    `recordings` (default samples.retrain.gate.recordings) turns on the labelled-recordings rule,
+    replayed with `config_path` (the config retrain runs with: its bundle dir holds both bundles;
+    None: each recording's own config)."""
     from perceptd.export.bundle import build_bundle, new_version
 
     rc = cfg.samples.retrain
@@ -303,10 +307,15 @@ def retrain(cfg: Config, *, promote_ok: bool = False, nproc: int = 1, epochs: in
     t_base = time.monotonic()
     base_lines = baselines(p, thresholds, rc.gate.permutation_runs) if p.judged else {}
     base_s = time.monotonic() - t_base
+    recs = list(rc.gate.recordings if recordings is None else recordings)
+    t_rec = time.monotonic()
+    rec_rule = recordings_rule(recs, base.path.name, new_path.name, config_path) if recs else None
+    rec_s = time.monotonic() - t_rec
     report = gate.evaluate_gate(names=names, thresholds=thresholds, target=held.target, known=held.known,
                                 old_scores=old_scores, new_scores=new_scores, sources=held.sources,
                                 combos=held.combos, parity=parity, latency=latency, cfg=rc.gate,
-                                baselines=base_lines, independence=p.independence)
+                                baselines=base_lines, independence=p.independence,
+                                recordings=rec_rule)
     strata: dict[str, int] = {}
     for s in lab.strata:
         strata[s] = strata.get(s, 0) + 1
@@ -319,7 +328,8 @@ def retrain(cfg: Config, *, promote_ok: bool = False, nproc: int = 1, epochs: in
         "training": {"epochs": tcfg["epochs"], "nproc": res.world_size, "lr": tcfg["lr"],
                      "seed": tcfg["seed"], "device": device, "shuffled_labels": shuffle_labels,
                      "loss_first": res.history[0], "loss_last": res.history[-1],
-                     "seconds": round(train_s, 2), "baseline_seconds": round(base_s, 2)},
+                     "seconds": round(train_s, 2), "baseline_seconds": round(base_s, 2),
+                     **({"recordings_seconds": round(rec_s, 2)} if recs else {})},
         "calibration": {n: [round(k, 4), round(b, 4)] for n, (k, b) in calibration.items()},
         "calibration_scale_bounds": list(rc.calibration_scale),
     })
@@ -328,6 +338,23 @@ def retrain(cfg: Config, *, promote_ok: bool = False, nproc: int = 1, epochs: in
     report["seconds"] = round(time.monotonic() - t_start, 2)
     gate.write_reports(report, run_dir)
     return report
+
+
+def recordings_rule(recordings: list[Path], current: str, candidate: str,
+                    config_path: Path | None = None) -> tuple[gate.Rule, list[dict[str, Any]]]:
+    """The gate's rule on labelled recordings: each replayed with the current and the candidate
+    bundle (daemon/evaluate.evaluate, as `perceptd evaluate --gate`); a recording that cannot be
+    replayed fails the rule (said why)."""
+    from perceptd.daemon.bundle import BundleError
+    from perceptd.daemon.evaluate import evaluate
+    from perceptd.daemon.record.reader import RecordingError
+    from perceptd.daemon.replay import ReplayError
+
+    try:
+        ev = evaluate(recordings, current, candidate, config_path=config_path)
+    except (RecordingError, ReplayError, BundleError, OSError) as exc:
+        return gate.rule_recordings(None, f"{type(exc).__name__}: {exc}")
+    return gate.rule_recordings(ev)
 
 
 def _split_report(cfg: Config, lab: finetune.LabelledSet, sp: blocks.BlockSplit) -> dict[str, Any]:
@@ -447,6 +474,7 @@ def retrain_main(args: argparse.Namespace) -> int:
     report = retrain(cfg, promote_ok=args.promote, nproc=args.nproc, epochs=args.epochs, lr=args.lr,
                      seed=args.seed, device=args.device, shuffle_labels=args.shuffle_labels,
                      progress=True, wait_s=args.timeout, shadow_minutes=args.shadow,
+                     recordings=args.recordings, config_path=Path(args.config),
                      echo=echo if not args.json else (lambda _line: None))
     if report is None:  # a torchrun rank other than 0
         return 0

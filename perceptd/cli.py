@@ -279,6 +279,9 @@ def _add_retrain_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="training device")
     p.add_argument("--shuffle-labels", action="store_true",
                    help="sanity check: train on permuted labels (the gate must refuse the result)")
+    p.add_argument("--recordings", type=Path, nargs="+", metavar="DIR",
+                   help="gate rule on labelled recordings: replay each with the current and the "
+                        "candidate bundle (overrides samples.retrain.gate.recordings)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon swap")
     p.set_defaults(func=cmd_retrain)
 

@@ -145,6 +145,12 @@ class GateConfig(_Section):
     permutation_runs: int = Field(
         default=3, ge=0, le=100, description="label-permutation baselines trained inside the gate (0: none)"
     )
+    recordings: list[Path] = Field(
+        default_factory=list,
+        description="labelled recordings (perceptd label-range) replayed with the current and the "
+        "candidate bundle: the candidate must not add a wrong event nor lose a right one on the "
+        "labelled ranges (empty: rule off; `perceptd retrain --recordings DIR...` overrides)",
+    )
 
 
 class SplitConfig(_Section):
@@ -232,4 +238,6 @@ class SamplesConfig(_Section):
             out.encryption.key_file = (base / out.encryption.key_file).resolve()
         if not out.retrain.dir.is_absolute():
             out.retrain.dir = (base / out.retrain.dir).resolve()
+        out.retrain.gate.recordings = [p if p.is_absolute() else (base / p).resolve()
+                                       for p in out.retrain.gate.recordings]
         return out

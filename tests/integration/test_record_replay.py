@@ -219,3 +219,44 @@ def test_evaluate_shows_a_fixed_wrong_event_and_gates_a_worse_candidate(recordin
              "-c", str(cfg_path), "--gate")
     assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
     assert "adds a wrong dog_present" in r.stdout and "added dog_present" in r.stdout, r.stdout
+
+
+def test_retrain_gate_rule_on_labelled_recordings(recording, tmp_path) -> None:
+    """The retrain gate's optional rule (samples.retrain.gate.recordings, `retrain --recordings`):
+    export/retrain.recordings_rule, what retrain runs after training, on a labelled copy of the
+    recording; a candidate that fires dog_present on the cat is refused, with its figures."""
+    from perceptd.daemon.evaluate import label_range
+    from perceptd.export import retrain
+
+    rec = tmp_path / "labelled"
+    shutil.copytree(recording["dir"], rec)
+    (rec / "labels.jsonl").unlink(missing_ok=True)
+    root = tmp_path / "bundles"
+    base = link_bundle((REPO / "bundle" / "current").resolve(), root)
+    _candidate(root, base, "worse", {"dog_present": [1.0, 20.0]})  # a dog wherever it looks
+    _candidate(root, base, "same", {"dog_present": [1.0, -20.0]})  # never a dog (there is none)
+    meta = json.loads((rec / "meta.json").read_text())
+    cfg = meta["config"]
+    cfg["bundle"]["dir"] = str(root)
+    cfg_path = tmp_path / "gate.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    recorded = [json.loads(line) for line in (rec / "messages.jsonl").read_text().splitlines()]
+    t0 = meta["started_mono_ns"]
+    cat = min(m["t_capture_ns"] for m in _events(recorded)
+              if m["event"] == "cat_present" and m["phase"] == "start")
+    label_range(rec, (cat - t0) / 1e9 - 0.5, (cat - t0) / 1e9 + 0.5, "cat_present")
+
+    rule, figures = retrain.recordings_rule([rec], base, "worse", cfg_path)
+    assert not rule.passed and rule.name == "recordings", rule
+    f = figures[0]
+    assert f["labels"] == 1 and f["added_wrong"] >= 1 and f["lost_right"] == 0, f
+    assert {o["event"] for o in f["wrong_added"]} == {"dog_present"}, f
+    assert f["precision"] == {"old": 1.0, "new": round(1 / (1 + f["added_wrong"]), 4)}, f
+    assert f["recall"] == {"old": 1.0, "new": 1.0}, f
+    assert f"{f['added_wrong']} wrong added, 0 right lost" in rule.detail, rule
+    # a candidate that changes nothing on the labelled range passes
+    rule, figures = retrain.recordings_rule([rec], base, "same", cfg_path)
+    assert rule.passed, rule
+    assert figures[0]["added_wrong"] == figures[0]["lost_right"] == 0, figures
+    bad, figures = retrain.recordings_rule([tmp_path / "nowhere"], base, "worse", cfg_path)
+    assert not bad.passed and "could not be evaluated" in bad.detail and figures == [], bad

@@ -84,6 +84,59 @@ def test_gate_passes_improvements_and_names_what_regressed() -> None:
     assert not r["passed"] and "over budget" in r["rules"][-1]["detail"]
 
 
+def _labelled(rec: str, a_wrong, a_missed, b_wrong, b_missed, tp_a: int, tp_b: int) -> dict:
+    """One recording of a daemon/evaluate report, as score_labels makes it."""
+    def side(wrong, missed, tp):
+        fp, fn = len(wrong), len(missed)
+        return {"tp": tp, "fp": fp, "fn": fn, "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+                "recall": round(tp / (tp + fn), 4) if tp + fn else None, "wrong": wrong, "missed": missed}
+    return {"recording": rec, "labels": 3, "diff": {}, "problems": [],
+            "a": side(a_wrong, a_missed, tp_a), "b": side(b_wrong, b_missed, tp_b)}
+
+
+def test_recordings_rule_on_a_hand_made_evaluate_result() -> None:
+    speech = {"event": "speech", "start_ns": 5_000, "end_ns": 6_000, "peak": 0.7}
+    dog = {"event": "dog_present", "start_ns": 9_000, "end_ns": None, "peak": 0.9}
+    cat = {"from_ns": 1_000, "to_ns": 2_000, "event": "cat_present"}
+    # the candidate fixes the wrong `speech` and keeps the cat: passes, precision up
+    fixed = {"recordings": [_labelled("/rec/a", [speech], [], [], [], 1, 1),
+                            {"recording": "/rec/unlabelled", "diff": {}, "problems": []}]}
+    rule, figs = gate.rule_recordings(fixed)
+    assert rule.passed and rule.name == "recordings", rule
+    assert figs[0] == {"recording": "/rec/a", "labels": 3, "added_wrong": 0, "lost_right": 0,
+                       "precision": {"old": 0.5, "new": 1.0}, "recall": {"old": 1.0, "new": 1.0},
+                       "wrong_added": [], "right_lost": []}
+    assert figs[1] == {"recording": "/rec/unlabelled", "labels": 0}
+    assert "precision 0.5 -> 1.0" in rule.detail
+    # a dog where there is none and the cat lost: fails, both named with their figures
+    worse = {"recordings": [_labelled("/rec/a", [speech], [], [speech, dog], [cat], 1, 0)]}
+    rule, figs = gate.rule_recordings(worse)
+    assert not rule.passed
+    assert figs[0]["added_wrong"] == 1 and figs[0]["wrong_added"] == [dog]
+    assert figs[0]["lost_right"] == 1 and figs[0]["right_lost"] == [cat]
+    assert "a: 1 wrong added, 1 right lost, precision 0.5 -> 0.0, recall 1.0 -> 0.0" in rule.detail
+    # nothing labelled: not judged (passes, says so); could not replay: fails
+    rule, _ = gate.rule_recordings({"recordings": [{"recording": "/rec/b", "diff": {}, "problems": []}]})
+    assert rule.passed and "nothing judged" in rule.detail
+    rule, figs = gate.rule_recordings(None, "RecordingError: /rec/c: no meta.json")
+    assert not rule.passed and "no meta.json" in rule.detail and figs == []
+    # in the gate report: the rules list, the figures, the markdown table
+    target = np.array([[1, 0], [0, 1], [0, 0], [0, 0]], np.float32)
+    scores = np.array([[0.9, 0.1], [0.1, 0.9], [0.1, 0.1], [0.1, 0.1]])
+    r = gate.evaluate_gate(
+        names=["a", "b"], thresholds=np.array([0.5, 0.5]), target=target, known=np.ones_like(target, bool),
+        old_scores=scores, new_scores=scores, sources=[["cam"]] * 4, combos=["vision"] * 4,
+        parity={"x": {"max_abs_diff": 1e-7, "tolerance": 1e-4}},
+        latency={"old": {"p50": 0.5, "p95": 1.0}, "new": {"p50": 0.5, "p95": 1.0}},
+        cfg=GateConfig(), recordings=gate.rule_recordings(worse))
+    assert not r["passed"] and [x["name"] for x in r["rules"] if not x["passed"]] == ["recordings"]
+    assert r["recordings"][0]["added_wrong"] == 1
+    r.update(data={"train": 4, "heldout": 4, "unlabelled": 0}, training={"epochs": 1, "nproc": 1,
+             "loss_first": 1.0, "loss_last": 0.5})
+    md = gate.markdown(r)
+    assert "FAIL **recordings**" in md and "| /rec/a | 3 | 1 | 1 | 0.5 | 0.0 | 1.0 | 0.0 |" in md, md
+
+
 def test_adam_matches_torch() -> None:
     torch.manual_seed(0)
     w1 = torch.nn.Parameter(torch.randn(5, 3))

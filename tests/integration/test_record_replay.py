@@ -260,3 +260,47 @@ def test_retrain_gate_rule_on_labelled_recordings(recording, tmp_path) -> None:
     assert figures[0]["added_wrong"] == figures[0]["lost_right"] == 0, figures
     bad, figures = retrain.recordings_rule([tmp_path / "nowhere"], base, "worse", cfg_path)
     assert not bad.passed and "could not be evaluated" in bad.detail and figures == [], bad
+
+
+def test_retrain_recordings_flag_puts_the_rule_in_the_gate_report(recording, tmp_path) -> None:
+    """`perceptd retrain --recordings DIR` end to end: dated labelled samples (the retrain rig's
+    photos), a short training, and the gate report carries the `recordings` rule with its figures."""
+    from perceptd.daemon.config import load_config
+    from tests.rigs.samples import store_dated_views
+
+    rec = tmp_path / "labelled"
+    shutil.copytree(recording["dir"], rec)
+    (rec / "labels.jsonl").unlink(missing_ok=True)
+    root = tmp_path / "bundles"
+    base = link_bundle((REPO / "bundle" / "current").resolve(), root)
+    meta = json.loads((rec / "meta.json").read_text())
+    cfg = meta["config"]
+    cfg["bundle"] = {**cfg["bundle"], "dir": str(root), "version": "current"}
+    cfg["samples"] = {**cfg.get("samples", {}), "dir": str(tmp_path / "samples"),
+                      "encryption": {"enabled": False},
+                      "retrain": {"dir": str(tmp_path / "retrain"), "epochs": 20,
+                                  "gate": {"permutation_runs": 0, "latency_budget_ms": 25}}}
+    cfg_path = tmp_path / "retrain.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    recorded = [json.loads(line) for line in (rec / "messages.jsonl").read_text().splitlines()]
+    t0 = meta["started_mono_ns"]
+    cat = min(m["t_capture_ns"] for m in _events(recorded)
+              if m["event"] == "cat_present" and m["phase"] == "start")
+    r = _cli("label-range", str(rec), "--from", f"{(cat - t0) / 1e9 - 0.5:.3f}", "--to",
+             f"{(cat - t0) / 1e9 + 0.5:.3f}", "cat_present")
+    assert r.returncode == 0, r.stderr
+    plan = {"cat": (14, ["cat_present"]), "astronaut": (6, ["person_present"]), "coffee": (6, []),
+            "grass": (6, []), "brick": (4, [])}
+    store_dated_views(load_config(cfg_path), root / base, plan, {"silence": []}, 900)
+    r = _cli("retrain", "-c", str(cfg_path), "--recordings", str(rec), "--json")
+    assert r.returncode in (0, 3), r.stdout[-2000:] + r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    rule = next(x for x in report["rules"] if x["name"] == "recordings")
+    f = report["recordings"][0]
+    assert f["recording"] == str(rec) and f["labels"] == 1, f
+    assert rule["passed"] == (f["added_wrong"] == f["lost_right"] == 0), (rule, f)
+    assert f["recall"]["old"] == 1.0 and set(f["precision"]) == {"old", "new"}, f  # the cat was found
+    assert report["training"]["recordings_seconds"] > 0
+    md = Path(report["reports"]["markdown"]).read_text()
+    assert "## Labelled recordings" in md and f"| {rec} | 1 |" in md, md
+    print(rule["detail"], report["training"]["seconds"], report["seconds"])

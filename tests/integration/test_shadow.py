@@ -66,7 +66,10 @@ def rig(tmp_path_factory, bundle_dir):
     cfg = daemon_config(
         tmp, bundle={"dir": str(root), "version": "current"},
         sources={"cameras": [{"id": "camera0", "uri": str(CAT), "fps": 5, "loop": True}]},
-        speech={"enabled": False}, samples={"enabled": False}, console={"enabled": False},
+        speech={"enabled": False}, console={"enabled": False},
+        samples={"enabled": False, "dir": str(tmp / "samples"),  # retrain --shadow reads them
+                 "retrain": {"dir": str(tmp / "retrain"), "epochs": 20,
+                             "gate": {"permutation_runs": 0, "latency_budget_ms": 25}}},
         shadow={"min_agreement": 0.9},
     )
     daemon = DaemonProcess(cfg)
@@ -208,6 +211,30 @@ def test_retrain_shadow_hands_a_passing_candidate_to_the_daemon(rig, tmp_path) -
     assert p.stderr.count("\n") == 1 and "--shadow and --promote do not go together" in p.stderr, p.stderr
 
 
+def test_retrain_shadow_trains_gates_and_shadows_the_candidate(rig) -> None:
+    """`perceptd retrain --shadow MINUTES` for real: dated labelled photo samples in the store, a
+    short training; the passing candidate runs in shadow, nothing is promoted."""
+    from perceptd.daemon.config import load_config
+    from tests.rigs.samples import store_dated_views
+
+    plan = {"cat": (14, ["cat_present"]), "astronaut": (6, ["person_present"]), "coffee": (6, []),
+            "grass": (6, []), "brick": (4, [])}
+    store_dated_views(load_config(rig["cfg"]), rig["root"] / rig["v1"], plan, {"silence": []}, 900)
+    r = _cli(rig, "retrain", "--shadow", "0.5", "--json")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    version = report["bundle_version"]
+    assert report["passed"] and report["promoted"] is False, report["rules"]
+    assert report["shadow"] == {"daemon": "shadowing", "candidate": version, "live": rig["v1"],
+                                "minutes": 0.5, "state": "running"}, report["shadow"]
+    assert "perceptd reload --shadow-report" in report["outcome"], report["outcome"]
+    st = _shadow(rig)
+    assert st["candidate"] == version and st["state"] == "running", st
+    assert pointer_target(rig["root"], "current") == rig["v1"]
+    assert rig["daemon"].request({"type": "shadow", "stop": True})["ok"]
+    rig["retrained"] = version
+
+
 def test_promotion_refused_below_the_agreement_bar_then_allowed(rig) -> None:
     c, root = rig["collector"], rig["root"]
     since = time.monotonic()
@@ -258,8 +285,9 @@ def test_live_messages_are_valid_and_gapless_and_never_carry_the_candidate(rig) 
     assert cat[-1] == "end" and "end" not in cat[:-1], cat  # the live cat never blinked: it
     # ended only at the stop
     shadow = [m for m in msgs if m["topic"].startswith("shadow.event.")]
-    assert {m["candidate_version"] for m in shadow} == {"cand", "doggy"}
+    versions = {m["candidate_version"] for m in shadow}
+    assert {"cand", "doggy"} <= versions <= {"cand", "doggy", rig.get("retrained")}, versions
     # every shadow occurrence that started also ended (period, stop, or the swap to `cand`)
-    for v in ("cand", "doggy"):
+    for v in versions:
         phases = [m["phase"] for m in shadow if m["candidate_version"] == v and m["phase"] != "update"]
         assert phases.count("start") == phases.count("end"), (v, phases)

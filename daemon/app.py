@@ -52,8 +52,7 @@ from perceptd.daemon.snapshots.store import SnapshotStore
 from perceptd.daemon.snapshots.store import build_store as build_snapshot_store
 from perceptd.daemon.sources.base import Source, SourceState
 from perceptd.daemon.sources.camera import CameraSource, uri_kind
-from perceptd.daemon.sources.microphone import MicrophoneSource
-from perceptd.daemon.sources.wavfile import WavFileSource
+from perceptd.daemon.sources.registry import build_sources
 from perceptd.daemon.speech.stage import SpeechSetup, SpeechStage, build_speech
 
 log = logging.getLogger(__name__)
@@ -201,12 +200,8 @@ class Daemon:
             self.queues.append(self.speech.inbox)
 
     def _build_sources(self) -> None:
-        s = self.cfg.sources
-        cb = self._on_source_state
-        self.sources = [CameraSource(c, self.q_frames, cb) for c in s.cameras]
-        if s.microphone is not None:
-            self.sources.append(MicrophoneSource(s.microphone, self.q_audio, cb))
-        self.sources += [WavFileSource(f, self.q_audio, cb) for f in s.audio_files]
+        self.sources = build_sources(self.cfg.sources, {"frames": self.q_frames, "audio": self.q_audio},
+                                     self._on_source_state)
         if self.recorder is not None:  # every item as captured, before the queue
             for src in self.sources:
                 src.tap = self.recorder.tap

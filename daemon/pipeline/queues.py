@@ -107,6 +107,17 @@ class BoundedQueue(Generic[T]):
             lambda: self._closed or len(self._items) < self.maxsize, _wait_s(timeout)
         ) and not self._closed
 
+    def offer(self, item: T, *, wait: bool = False, stop: threading.Event | None = None) -> bool:
+        """A producer's hand-off (the `Sink` a source sees): never waits unless asked and this
+        queue's policy is `block` (replay of a file: nothing lost); then waits for room in short
+        steps, so `stop` or `close()` still ends it. True when the item was queued."""
+        if not wait or self.policy != "block":
+            return self.put(item, timeout=0)
+        while not (stop is not None and stop.is_set()) and not self.closed:
+            if self.wait_for_room(0.1):
+                return self.put(item, timeout=1.0)
+        return False
+
     def wait_for_room(self, timeout: float | None = None) -> bool:
         """Wait until a put would not block (or close); True when there is room.
 

@@ -1,9 +1,10 @@
 """What every capture source shares: the items it emits, its state machine, stats, backoff.
 
 A source owns one thread that captures, stamps each item with ``time.monotonic_ns()`` and
-offers it to a ``BoundedQueue``. Capture never waits on the pipeline (a full live queue drops
-its oldest item), and the pipeline never waits on capture (a hung device read only stalls
-that source's own thread). State changes (up / reconnecting / down) go to ``on_state``.
+offers it to its ``Sink`` (in the daemon, the stage's queue; the source knows nothing of the
+pipeline). Capture never waits on the pipeline (a full live queue drops its oldest item), and
+the pipeline never waits on capture (a hung device read only stalls that source's own thread).
+State changes (up / reconnecting / down) go to ``on_state``.
 """
 
 from __future__ import annotations
@@ -17,18 +18,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from perceptd.daemon.pipeline.queues import BoundedQueue
 
 log = logging.getLogger(__name__)
 
 SOURCE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # pattern for source ids in configs
 SAMPLE_RATE = 16_000
 CHUNK_SAMPLES = 512  # 32 ms: Silero VAD's chunk at 16 kHz
+
+
+class Sink(Protocol):
+    """Where a source hands what it captured (pipeline.queues.BoundedQueue is one): `offer`
+    never waits unless `wait` (a file replayed without loss) and the sink allows it; `stop`
+    ends a wait. True when the item was taken."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def offer(self, item: Any, *, wait: bool = False, stop: threading.Event | None = None) -> bool: ...
 
 
 class ReconnectConfig(BaseModel):
@@ -159,7 +169,7 @@ class Source:
     kind = "source"
 
     def __init__(
-        self, source_id: str, out: BoundedQueue[Any], on_state: StateCallback | None = None
+        self, source_id: str, out: Sink, on_state: StateCallback | None = None
     ) -> None:
         self.source_id = source_id
         self.out = out
@@ -299,21 +309,15 @@ class Source:
         return seq
 
     def _offer(self, item: Any, wait: bool = False) -> bool:
-        """Hand an item to the queue. Live capture never waits (``wait=False``); replay
-        (``wait=True``) waits for room in short steps so that stop() still ends it.
-        Returns True when the item was queued."""
+        """Hand an item to the sink. Live capture never waits (``wait=False``); replay
+        (``wait=True``) may wait for room, and stop() still ends it. True when it was taken."""
         tap = self.tap
         if tap is not None:
             try:
                 tap(item)
             except Exception:  # a recorder must never cost capture
                 log.exception("event=source_tap_failed source=%s", self.source_id)
-        if not wait or self.out.policy != "block":
-            return self.out.put(item, timeout=0)
-        while not self._stop.is_set() and not self.out.closed:
-            if self.out.wait_for_room(0.1):
-                return self.out.put(item, timeout=1.0)
-        return False
+        return self.out.offer(item, wait=wait, stop=self._stop)
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopped; True when a stop was requested."""

@@ -28,12 +28,12 @@ import cv2
 import numpy as np
 from pydantic import ConfigDict, Field, model_validator
 
-from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.sources.base import (
     SOURCE_ID,
     Backoff,
     Frame,
     ReconnectConfig,
+    Sink,
     Source,
     SourceState,
     StateCallback,
@@ -150,7 +150,7 @@ class CameraSource(Source):
     def __init__(
         self,
         cfg: CameraConfig,
-        out: BoundedQueue[Frame],
+        out: Sink,
         on_state: StateCallback | None = None,
     ) -> None:
         super().__init__(cfg.id, out, on_state)

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import ConfigDict, Field
 
-from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.sources.base import (
     CHUNK_SAMPLES,
     SAMPLE_RATE,
@@ -30,6 +29,7 @@ from perceptd.daemon.sources.base import (
     AudioChunk,
     Backoff,
     ReconnectConfig,
+    Sink,
     Source,
     SourceState,
     StateCallback,
@@ -146,7 +146,7 @@ class MicrophoneSource(Source):
     def __init__(
         self,
         cfg: MicrophoneConfig,
-        out: BoundedQueue[AudioChunk],
+        out: Sink,
         on_state: StateCallback | None = None,
     ) -> None:
         super().__init__(cfg.id, out, on_state)

@@ -15,12 +15,12 @@ import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field
 
-from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.sources.base import (
     CHUNK_SAMPLES,
     SAMPLE_RATE,
     SOURCE_ID,
     AudioChunk,
+    Sink,
     Source,
     SourceError,
     SourceState,
@@ -93,7 +93,7 @@ class WavFileSource(Source):
     def __init__(
         self,
         cfg: WavFileConfig,
-        out: BoundedQueue[AudioChunk],
+        out: Sink,
         on_state: StateCallback | None = None,
     ) -> None:
         super().__init__(cfg.id, out, on_state)

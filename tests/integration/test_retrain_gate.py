@@ -151,10 +151,10 @@ def test_real_labels_pass_and_the_report_states_the_baselines(taught) -> None:
     assert hb["effective_pos"] >= 3 and hb["effective_neg"] >= 3 and hb["blocks_pos"] >= 3
     f = t["f1"]
     assert f["old"] == 0.0 and f["new"] >= 0.8  # zero-shot at threshold_on never fires
-    # the permutation bar: beat the best permuted run by the margin, or match it where it is
-    # at the ceiling (the prompt alone ranks perfectly and permuted labels only move calibration)
+    # the permutation bar: beat the best permuted run by the margin, capped at F1 1.0 (where the
+    # prompt alone nearly ranks the blocks, permuted labels only move the calibration)
     need = t["required"]["permuted"]
-    assert need == (1.0 if f["permuted_max"] >= 1.0 else round(f["permuted_max"] + 0.1, 4)), t["required"]
+    assert need == round(min(1.0, f["permuted_max"] + 0.1), 4), t["required"]
     assert f["new"] >= need - 1e-9 and f["new"] >= f["zero_shot"] - 0.02
     assert len(t["permuted"]["f1"]) == 3 and 0 < t["zero_shot"]["threshold"] < 1
     # score distributions of positives and negatives on the held-out blocks

@@ -347,6 +347,33 @@ class ModalityScore:
         return {"weight": self.weight, "score": self.score, "top": _top_wire(self.top)}
 
 
+def _check_event(msg: EventMessage | ShadowEventMessage) -> None:
+    """What an event phase must satisfy, live or shadow."""
+    _require(bool(_EVENT_NAME_RE.fullmatch(msg.event)),
+             f"event name {msg.event!r} does not match {EVENT_NAME}")
+    _require(msg.phase in PHASES, f"phase must be one of {PHASES}, got {msg.phase!r}")
+    _set(msg, "score", float(msg.score))
+    _set(msg, "modalities", dict(msg.modalities))
+
+
+def _event_wire(msg: EventMessage | ShadowEventMessage) -> dict[str, Any]:
+    return {
+        "event": msg.event,
+        "phase": msg.phase,
+        "score": msg.score,
+        "modalities": {k: v.to_wire() for k, v in msg.modalities.items()},
+        "sample_id": msg.sample_id,
+    }
+
+
+def _event_from_wire(cls: type, d: Mapping[str, Any]) -> Any:
+    try:
+        mods = {k: ModalityScore(**v) for k, v in d.get("modalities", {}).items()}
+    except (TypeError, AttributeError) as exc:
+        raise MessageError(f"{cls.__name__}: {exc}") from None
+    return _build(cls, d, modalities=mods)
+
+
 @dataclass(frozen=True, slots=True)
 class EventMessage:
     """A fused event phase; the per-modality weights are the explanation that travels with it."""
@@ -359,11 +386,7 @@ class EventMessage:
     snapshot: str | None = None  # on a start, where `snapshots:` keeps frames; absent otherwise
 
     def __post_init__(self) -> None:
-        _require(bool(_EVENT_NAME_RE.fullmatch(self.event)),
-                 f"event name {self.event!r} does not match {EVENT_NAME}")
-        _require(self.phase in PHASES, f"phase must be one of {PHASES}, got {self.phase!r}")
-        _set(self, "score", float(self.score))
-        _set(self, "modalities", dict(self.modalities))
+        _check_event(self)
 
     @property
     def topic(self) -> str:
@@ -371,11 +394,7 @@ class EventMessage:
 
     def to_wire(self) -> dict[str, Any]:
         return {
-            "event": self.event,
-            "phase": self.phase,
-            "score": self.score,
-            "modalities": {k: v.to_wire() for k, v in self.modalities.items()},
-            "sample_id": self.sample_id,
+            **_event_wire(self),
             # only where a snapshot was kept: with `snapshots:` off (the default) the wire is as
             # it was, so readers of schema_version 1 before the field need no change
             **({"snapshot": self.snapshot} if self.snapshot is not None else {}),
@@ -383,11 +402,7 @@ class EventMessage:
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> EventMessage:
-        try:
-            mods = {k: ModalityScore(**v) for k, v in d.get("modalities", {}).items()}
-        except (TypeError, AttributeError) as exc:
-            raise MessageError(f"EventMessage: {exc}") from None
-        return _build(cls, d, modalities=mods)
+        return _event_from_wire(cls, d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,34 +419,19 @@ class ShadowEventMessage:
     sample_id: str | None = None  # always None: a shadow logs no samples
 
     def __post_init__(self) -> None:
-        _require(bool(_EVENT_NAME_RE.fullmatch(self.event)),
-                 f"event name {self.event!r} does not match {EVENT_NAME}")
-        _require(self.phase in PHASES, f"phase must be one of {PHASES}, got {self.phase!r}")
+        _check_event(self)
         _require(bool(self.candidate_version), "candidate_version must not be empty")
-        _set(self, "score", float(self.score))
-        _set(self, "modalities", dict(self.modalities))
 
     @property
     def topic(self) -> str:
         return SHADOW_TOPIC_PREFIX + self.event
 
     def to_wire(self) -> dict[str, Any]:
-        return {
-            "event": self.event,
-            "phase": self.phase,
-            "score": self.score,
-            "modalities": {k: v.to_wire() for k, v in self.modalities.items()},
-            "sample_id": self.sample_id,
-            "candidate_version": self.candidate_version,
-        }
+        return {**_event_wire(self), "candidate_version": self.candidate_version}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> ShadowEventMessage:
-        try:
-            mods = {k: ModalityScore(**v) for k, v in d.get("modalities", {}).items()}
-        except (TypeError, AttributeError) as exc:
-            raise MessageError(f"ShadowEventMessage: {exc}") from None
-        return _build(cls, d, modalities=mods)
+        return _event_from_wire(cls, d)
 
 
 Payload = (

@@ -137,15 +137,12 @@ class DaemonAdapter:
     def sample_detail(self, sample_id: str) -> dict[str, Any] | None:
         """What a sample saw: top labels per modality, scores per event, media kept (the file is
         decoded, so a page asks per sample, on a click)."""
-        from perceptd.daemon.samples.record import SAMPLE_ID_RE
-
-        store = self._d.samples.store
-        if store is None or not SAMPLE_ID_RE.fullmatch(sample_id) or not store.exists(sample_id):
-            return None
         try:
-            s = store.get(sample_id)
+            s = self._stored(sample_id)
         except Exception as exc:  # noqa: BLE001 - a damaged file is reported, not raised
             return {"id": sample_id, "error": f"{type(exc).__name__}: {exc}"}
+        if s is None:
+            return None
         scores = sorted(zip(s.events, (float(v) for v in s.scores), strict=True), key=lambda p: -p[1])
         return {"id": s.id, "trigger": s.trigger, "event": s.event, "score": s.score,
                 "model_version": s.model_version, "modalities": list(s.modalities), "tops": s.tops,
@@ -153,15 +150,21 @@ class DaemonAdapter:
                 "media": s.media, "labels": s.labels}
 
     def sample_frame(self, sample_id: str) -> bytes | None:
+        try:
+            s = self._stored(sample_id)
+        except Exception:  # noqa: BLE001 - missing or damaged: no image
+            return None
+        return None if s is None else s.jpeg
+
+    def _stored(self, sample_id: str) -> Any:
+        """The stored sample (decoded), or None: logging off, not a sample id (checked before
+        any path is built), or not in the store. A damaged file raises."""
         from perceptd.daemon.samples.record import SAMPLE_ID_RE
 
         store = self._d.samples.store
         if store is None or not SAMPLE_ID_RE.fullmatch(sample_id) or not store.exists(sample_id):
             return None
-        try:
-            return store.get(sample_id).jpeg
-        except Exception:  # noqa: BLE001 - missing or damaged: no image
-            return None
+        return store.get(sample_id)
 
     def delete_samples(self, sample_ids: list[str]) -> int:
         from perceptd.daemon.samples.record import SAMPLE_ID_RE

@@ -27,6 +27,7 @@ from perceptd.daemon.config.root import QueueConfig
 from perceptd.daemon.console.host import DaemonAdapter
 from perceptd.daemon.control.handlers import ControlHandlers
 from perceptd.daemon.control.server import ControlServer, HandlerRegistry
+from perceptd.daemon.fusion.fused import PublishSink
 from perceptd.daemon.health import status as status_report
 from perceptd.daemon.health.lifecycle import Lifecycle, State
 from perceptd.daemon.health.sdnotify import Notifier
@@ -47,6 +48,7 @@ from perceptd.daemon.publish.zmq_pub import EventPublisher
 from perceptd.daemon.record.writer import Recorder, chain_taps, open_recorder
 from perceptd.daemon.replay import recording_cipher
 from perceptd.daemon.samples.logger import SampleLogger
+from perceptd.daemon.samples.tap import SampleTap
 from perceptd.daemon.shadow import CandidateHead, Shadow, load_candidate_head
 from perceptd.daemon.snapshots.store import SnapshotStore
 from perceptd.daemon.snapshots.store import build_store as build_snapshot_store
@@ -190,7 +192,9 @@ class Daemon:
                              self.q_publish, self.cfg.shadow, live_active=self._live_active)
         self.fusion = FusionStage(self.q_fusion, self.q_publish, cur, self.cfg.events,
                                   self.cfg.fusion.tick_ms,
-                                  on_event=self.samples.on_event if logging_on else None,
+                                  # fusion -> sample tap -> publish queue (one way)
+                                  sink=SampleTap(self.samples, PublishSink(self.q_publish))
+                                  if logging_on else None,
                                   on_evaluate=self.samples.on_evaluate if logging_on else None,
                                   on_journal=self.recorder.on_journal if self.recorder else None,
                                   on_fused=self.shadow.on_fused)

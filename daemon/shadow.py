@@ -31,12 +31,13 @@ from perceptd.daemon.config.root import BundleConfig, ShadowConfig
 from perceptd.daemon.errors import Refused
 from perceptd.daemon.evaluate import diff, occurrences
 from perceptd.daemon.events.decoder import EventDecoder, Transition
+from perceptd.daemon.fusion.fused import Explanation, explain
 from perceptd.daemon.fusion.space import EventSpace, compile_events
 from perceptd.daemon.inference.fusion_head import FusionModel
 from perceptd.daemon.inference.models import ModelSet
 from perceptd.daemon.inference.session import SessionOptions
 from perceptd.daemon.messages import Outbound, ShadowEventMessage, wall_time_iso
-from perceptd.daemon.pipeline.fusion_stage import Explanation, WindowInputs, explain
+from perceptd.daemon.pipeline.fusion_stage import WindowInputs
 from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.samples.record import encoder_fingerprint
 

@@ -3,6 +3,10 @@
 It evaluates as soon as new outputs arrive (latency) and at least every tick (so events end
 when their inputs go stale).  Each fused event carries its explanation: per present modality
 the attention weight, that modality's own score and its top labels.
+
+Events leave one way: each phase goes into the stage's `EventSink` (fusion/fused.py) as a
+`FusedEvent` (the message plus the row that fired it) and nothing comes back; the sink is the
+publish queue, or the sample tap in front of it (samples/tap.py), which stamps the sample id.
 """
 
 from __future__ import annotations
@@ -18,11 +22,19 @@ import numpy as np
 
 from perceptd.daemon.config.events import EventConfig
 from perceptd.daemon.events.decoder import EventDecoder, Transition
+from perceptd.daemon.fusion.fused import (
+    EventSink,
+    Explanation,
+    FusedEvent,
+    FusedRow,
+    PublishSink,
+    explain,
+)
 from perceptd.daemon.fusion.head import FusionResult
 from perceptd.daemon.fusion.space import MODALITIES, EventSpace
 from perceptd.daemon.fusion.timeline import ModalityOutput, Row, Timeline
 from perceptd.daemon.health.stats import ModelTimings
-from perceptd.daemon.messages import CommandMessage, EventMessage, ModalityScore, Outbound
+from perceptd.daemon.messages import CommandMessage, EventMessage, Outbound
 from perceptd.daemon.pipeline.queues import BoundedQueue
 
 if TYPE_CHECKING:
@@ -31,21 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TEXT = MODALITIES.index("text")
 NS = 1_000_000_000
-
-
-@dataclass(frozen=True)
-class Explanation:
-    modalities: dict[str, ModalityScore]
-    t_capture_ns: int
-
-
-@dataclass(frozen=True)
-class FusedRow:
-    """One timeline row and what the head said about it (read by the sample logger)."""
-
-    row: Row
-    scores: np.ndarray  # [E] every event's score on this row (this window's evaluation)
-    modality_scores: np.ndarray  # [E,M]
 
 
 @dataclass(frozen=True)
@@ -88,22 +85,6 @@ def row_evidence(rows: list[Row], space: EventSpace
     return pv, pa, te
 
 
-def explain(row: Row, res: FusionResult, r: int, i: int) -> Explanation:
-    """Event i on row r: per present modality its weight, own score and top labels."""
-    mods: dict[str, ModalityScore] = {}
-    t_cap = 0
-    for m, name in enumerate(MODALITIES):
-        w = float(res.weights[r, i, m])
-        out = row.outputs[m]
-        if out is None or w <= 0.0:
-            continue
-        mods[name] = ModalityScore(
-            weight=w, score=float(res.modality_scores[r, i, m]), top=tuple(out.top[:3])
-        )
-        t_cap = max(t_cap, out.t_capture_ns)
-    return Explanation(mods, t_cap)
-
-
 class FusionStage:
     """Owns the timeline and the decoders; the only writer of fused events."""
 
@@ -116,8 +97,7 @@ class FusionStage:
         models: Callable[[], ModelSet],
         events: list[EventConfig],
         tick_ms: int = 100,
-        on_event: Callable[[Transition, Explanation, FusionResult | None, FusedRow | None],
-                           str | None] | None = None,
+        sink: EventSink | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
         on_evaluate: Callable[[int, dict[str, FusedRow]], None] | None = None,
         on_journal: Callable[[int, list[ModalityOutput], bool], None] | None = None,
@@ -128,8 +108,12 @@ class FusionStage:
         self.models = models
         self.events = list(events)
         self.tick_s = tick_ms / 1000
-        self.on_event = on_event  # sample logging hook: returns a sample id or None
-        self.on_evaluate = on_evaluate  # sample logging hook: each event's best row, per evaluation
+        # where each fused event phase goes (one way): the publish queue unless a sink (the
+        # sample tap, which hands on to the publish queue) is given; command verdicts go to
+        # `publish` directly
+        self.sink: EventSink = sink if sink is not None else PublishSink(publish)
+        # sample logging hook (returns nothing): each event's best row, per evaluation
+        self.on_evaluate = on_evaluate
         self.clock = clock
         # recording hook: (now, outputs applied since the previous evaluation, closing) per
         # evaluation, so a replay can evaluate at the same times on the same inputs
@@ -240,11 +224,12 @@ class FusionStage:
             r = int(np.argmax(res.scores[:, i]))
             score = float(res.scores[r, i])
             best[e.name] = (score, self._explain(rows[r], res, r, i))
-            if self.on_event is not None or self.on_evaluate is not None:
+            if self.on_evaluate is not None:
                 fused[e.name] = FusedRow(rows[r], res.scores[r], res.modality_scores[r])
             tr = self.decoders[e.name].step(score, now)
             if tr is not None:
-                self._emit(tr, best[e.name][1], res, fused.get(e.name))
+                fr = fused.get(e.name) or FusedRow(rows[r], res.scores[r], res.modality_scores[r])
+                self._emit(tr, best[e.name][1], fr)
                 live.append(tr)
         if commands:
             self._command_verdicts(commands, per_window, names)
@@ -262,20 +247,17 @@ class FusionStage:
     def _explain(self, row: Row, res: FusionResult, r: int, i: int) -> Explanation:
         return explain(row, res, r, i)
 
-    def _emit(self, tr: Transition, expl: Explanation, res: FusionResult | None,
-              fused: FusedRow | None = None) -> None:
+    def _emit(self, tr: Transition, expl: Explanation, fused: FusedRow | None = None) -> None:
+        """Hand one phase downstream; `fused` is the row that fired it (None at shutdown)."""
         if tr.phase == "end" or not expl.modalities:
             expl = self._last.get(tr.event, expl)  # an end explains what it ended
         else:
             self._last[tr.event] = expl
-        sample_id = self.on_event(tr, expl, res, fused) if self.on_event else None
-        msg = EventMessage(
-            event=tr.event, phase=tr.phase, score=tr.score, modalities=expl.modalities,
-            sample_id=sample_id,
-        )
+        msg = EventMessage(event=tr.event, phase=tr.phase, score=tr.score,
+                           modalities=expl.modalities)
         # an end is caused by the evaluation that saw the evidence go (or stale): stamp it then
         t_cap = tr.t_ns if tr.phase == "end" or not expl.t_capture_ns else expl.t_capture_ns
-        self.publish.put(Outbound(msg, t_cap))
+        self.sink.put(FusedEvent(msg, t_cap, fused))
         self.stats.events_published += 1
 
     def _command_verdicts(self, commands: list[ModalityOutput],
@@ -309,4 +291,4 @@ class FusionStage:
         for name, dec in self.decoders.items():
             tr = dec.end(0.0, now)
             if tr is not None:
-                self._emit(tr, self._last.get(name, Explanation({}, now)), None)
+                self._emit(tr, self._last.get(name, Explanation({}, now)))

@@ -1,9 +1,12 @@
-"""The daemon side of samples: fusion hooks -> triggers -> a background disk writer.
+"""The daemon side of samples: fused events and rows -> triggers -> a background disk writer.
 
-The fusion thread only decides and copies a few small arrays (microseconds); encoding, JPEG/WAV,
-encryption, fsync and SQLite happen on the writer thread, so a slow SD card never delays an
-event.  A sample id is assigned when the sample is taken (it travels in the event message);
-a label for a sample still waiting for the disk is kept and applied when it is written.
+What fusion hands downstream reaches the logger one way: each fused event phase through the
+sample tap (samples/tap.py, `take_event`), each evaluation's best rows through `on_evaluate`;
+the types are fusion's (fusion/fused.py), never the pipeline's.  On the fusion thread the logger
+only decides and copies a few small arrays (microseconds); encoding, JPEG/WAV, encryption, fsync
+and SQLite happen on the writer thread, so a slow SD card never delays an event.  A sample id is
+assigned when the sample is taken (the tap stamps it on the event message); a label for a sample
+still waiting for the disk is kept and applied when it is written.
 Nothing here raises into the daemon: failures are counted, logged and the sample dropped.
 """
 
@@ -19,23 +22,20 @@ import wave
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from perceptd.daemon.config.events import EventConfig
 from perceptd.daemon.errors import Refused
+from perceptd.daemon.fusion.fused import FusedRow
 from perceptd.daemon.fusion.space import MODALITIES
+from perceptd.daemon.messages import EventMessage
 from perceptd.daemon.samples import crypto
 from perceptd.daemon.samples.config import SamplesConfig
 from perceptd.daemon.samples.record import Sample, check_sample_id, encoder_fingerprint, new_sample_id
 from perceptd.daemon.samples.store import NONE_LABEL, Limits, SampleNotFound, SampleStore, StoreError
 from perceptd.daemon.samples.triggers import Candidate, TriggerPolicy
-
-if TYPE_CHECKING:
-    from perceptd.daemon.events.decoder import Transition
-    from perceptd.daemon.fusion.head import FusionResult
-    from perceptd.daemon.pipeline.fusion_stage import Explanation, FusedRow
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -168,21 +168,21 @@ class SampleLogger:
 
     # ------------------------------------------------------------------ fusion thread
 
-    def on_event(self, tr: Transition, expl: Explanation, res: FusionResult | None,
-                 fused: FusedRow | None) -> str | None:
-        """Transition hook: a start may be a command (labelled) or an uncertain detection."""
-        if not self.enabled or tr.phase != "start" or fused is None:
+    def take_event(self, event: EventMessage, fused: FusedRow | None) -> str | None:
+        """An event phase on its way to the wire (the sample tap asks): a start may be a
+        command (labelled) or an uncertain detection.  The id of the sample taken, or None."""
+        if not self.enabled or event.phase != "start" or fused is None:
             return None
         try:
             m = self.models()
-            i = m.space.index(tr.event)
+            i = m.space.index(event.event)
             use = fused.row.mask * m.space.allowed[i]
-            c = self.policy.on_start(tr.event, float(tr.score), fused.modality_scores[i], use)
+            c = self.policy.on_start(event.event, float(event.score), fused.modality_scores[i], use)
             if c is None:
                 return None
-            return self._take(c, fused, m, tr.score)
+            return self._take(c, fused, m, event.score)
         except Exception:  # noqa: BLE001 - logging must never cost an event
-            log.exception("event=sample_hook_error hook=on_event")
+            log.exception("event=sample_hook_error hook=take_event")
             return None
 
     def on_evaluate(self, now_ns: int, fused: dict[str, FusedRow]) -> None:

@@ -37,7 +37,7 @@ def _frames(order: list[str], frames_per_photo: int) -> list[np.ndarray]:
     return out
 
 
-def _write_ffmpeg(frames: list[np.ndarray], fps: int, path: Path) -> None:
+def _write_ffmpeg(frames: list[np.ndarray], fps: float, path: Path) -> None:
     """Encode once to an H.264 elementary stream, then mux it at `fps` (stream copy), so the
     30 fps and the 240 fps files hold the very same bitstream (the same decode cost)."""
     raw = path.parent / f"{path.name.split('_')[0]}.h264"
@@ -48,7 +48,7 @@ def _write_ffmpeg(frames: list[np.ndarray], fps: int, path: Path) -> None:
                str(raw) + ".part.h264"]
         _ffmpeg(enc, b"".join(f.tobytes() for f in frames))
         Path(str(raw) + ".part.h264").rename(raw)
-    _ffmpeg(["ffmpeg", "-loglevel", "error", "-y", "-r", str(fps), "-i", str(raw), "-c", "copy",
+    _ffmpeg(["ffmpeg", "-loglevel", "error", "-y", "-r", f"{fps:g}", "-i", str(raw), "-c", "copy",
              str(path)], b"")
 
 
@@ -58,7 +58,7 @@ def _ffmpeg(cmd: list[str], stdin: bytes) -> None:
         raise RuntimeError(f"ffmpeg failed: {proc.stderr.decode(errors='replace')[-300:]}")
 
 
-def _write_cv2(frames: list[np.ndarray], fps: int, path: Path) -> None:
+def _write_cv2(frames: list[np.ndarray], fps: float, path: Path) -> None:
     wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, SIZE)
     if not wr.isOpened():
         raise RuntimeError(f"OpenCV cannot write {path}")
@@ -71,15 +71,17 @@ def codec() -> str:
     return "h264" if shutil.which("ffmpeg") else "mpeg4"
 
 
-def video(index: int, fps: int, seconds: float = 10.0, cache: Path = CACHE) -> Path:
+def video(index: int, fps: float, seconds: float = 10.0, cache: Path = CACHE) -> Path:
     """The video of stream `index` (photos rotated by `index`), made once and cached.
 
+    `fps` may be any rate (the load sweep replays files at a fraction of the max rate: 22.5);
+    only the container's rate differs, the bitstream is the same.
     A cached H.264 file is used even where ffmpeg is missing (carried to the GPU machine)."""
     cache.mkdir(parents=True, exist_ok=True)
-    h264 = cache / f"stream{index % len(PHOTOS)}_{fps}fps_h264.mp4"
+    h264 = cache / f"stream{index % len(PHOTOS)}_{fps:g}fps_h264.mp4"
     if h264.exists():
         return h264
-    path = cache / f"stream{index % len(PHOTOS)}_{fps}fps_{codec()}.mp4"
+    path = cache / f"stream{index % len(PHOTOS)}_{fps:g}fps_{codec()}.mp4"
     if path.exists():
         return path
     k = index % len(PHOTOS)

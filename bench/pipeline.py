@@ -9,7 +9,8 @@ text command per second over the control socket):
 - real time: 30 fps sources (live-like `drop_oldest` queues) -> frames published, dropped and
   late, latency, for the daemon and the plain loop.
 Then capture-to-publish latency for one 15 fps stream with audio and commands, and, with
---soak-minutes, RSS and open fds of a 4-stream daemon over time.
+--soak-minutes, RSS and open fds of a 4-stream daemon over time; with --sweep-load, live
+sources at fractions of the max rate (bench/load_sweep.py).
 """
 
 from __future__ import annotations
@@ -116,6 +117,13 @@ def _delta(s0: dict, s1: dict, *path: str) -> float:
     return b - a
 
 
+def _reasons(s0: dict, s1: dict, q: str) -> dict[str, int]:
+    """A queue's drops in the window by reason (overflow, closed, ...), the nonzero ones."""
+    a = (s0["queues"].get(q) or {}).get("dropped_by_reason") or {}
+    b = s1["queues"][q].get("dropped_by_reason") or {}
+    return {k: int(v - a.get(k, 0)) for k, v in b.items() if v - a.get(k, 0)}
+
+
 def _summarise(sc, rows, usage, s0, s1, ready, rc, d, sampler) -> dict[str, Any]:
     wall = usage["wall_s"]
     topics = Counter(r[0] for r in rows)
@@ -139,6 +147,10 @@ def _summarise(sc, rows, usage, s0, s1, ready, rc, d, sampler) -> dict[str, Any]
         "throughput_fps": round(len(vision) / wall, 2),
         "captured_fps": round(captured / wall, 2),
         "dropped": {k: int(v) for k, v in dropped.items() if v},
+        "dropped_by_reason": {q: r for q in s1["queues"] if (r := _reasons(s0, s1, q))},
+        # items offered to each queue in the window (a queue's own drop fraction: dropped / put)
+        "queue_put": {q: int(_delta(s0, s1, "queues", q, "put")) for q in s1["queues"]
+                      if "put" in s1["queues"][q] and q in s0["queues"]},
         # frames the queues dropped per frame captured in the window (never negative: frames
         # captured before the window may be published inside it)
         "dropped_fraction": round((dropped.get("frames", 0) + dropped.get("prepared", 0)) / captured, 4)
@@ -450,6 +462,11 @@ def bench_pipeline(bundle_dir: Path, args) -> dict[str, Any]:
         "video_codec": media.video(0, 240).stem.rsplit("_", 1)[1], "configurations": rows,
         "vision_config": cfg.vision.model_dump(),
     }
+    if getattr(args, "sweep_load", None):
+        from perceptd.bench.load_sweep import sweep_load
+
+        log.info("event=sweep_load streams=%s loads=%s", args.streams, args.sweep_load)
+        data["load_sweep"] = sweep_load(bundle_dir, args, work, rows, run_daemon)
     if args.compare_vision_paths:
         log.info("event=compare_vision_paths streams=%d", max(args.streams))
         data["vision_paths"] = compare_vision_paths(bundle_dir, args, work, max(args.streams))
@@ -505,6 +522,10 @@ def print_table(data: dict[str, Any], echo=print) -> None:
              f"{f['max_streams_sustained']}  ("
              + ", ".join(f"{p['streams']}: {p['fps']} fps p99 {p['latency_ms'].get('p99')}"
                          for p in f["points"]) + ")")
+    if "load_sweep" in data:
+        from perceptd.bench.load_sweep import print_load_sweep
+
+        print_load_sweep(data["load_sweep"], echo)
     if "latency_15fps" in data:
         lat = data["latency_15fps"]["latency_ms"]
         echo(f"latency, 1 stream 15 fps + audio + commands: p50 {lat['p50']} ms, p99 {lat['p99']} ms")
@@ -577,7 +598,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
 
 def plot_all(data: dict[str, Any], path: Path) -> None:
-    """The PNGs the run has data for: `path` itself, -soak.png, -paths.png."""
+    """The PNGs the run has data for: `path` itself, -soak.png, -paths.png, -load.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -587,6 +608,12 @@ def plot_all(data: dict[str, Any], path: Path) -> None:
         _plot_soak(data, path.with_name(path.stem + "-soak.png"))
     if {"vision_paths", "max_streams_30fps", "batching_sweep"} & data.keys():
         _plot_gpu_path(data, path.with_name(path.stem + "-paths.png"))
+    if data.get("load_sweep", {}).get("points"):
+        from perceptd.bench.load_sweep import plot_load_sweep
+
+        plot_load_sweep(data["load_sweep"], path.with_name(path.stem + "-load.png"),
+                        f"perceptd under load, {data['machine']['cpu']} x{data['machine']['cores']}, "
+                        f"{data['device']}, {data['date'][:16]}")
 
 
 def _plot_soak(data: dict[str, Any], path: Path) -> None:

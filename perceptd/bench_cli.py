@@ -44,9 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "vision.max_batch here x each --sweep-wait-ms")
     p.add_argument("--sweep-wait-ms", type=_float_list, default=[0.0, 5.0, 20.0], metavar="MS,MS,...",
                    help="vision.max_wait_ms values of --sweep-batch (default 0,5,20)")
+    p.add_argument("--sweep-load", type=_percent_list, default=None, metavar="PCT,PCT,...",
+                   help="real time under load: per --streams count, live sources paced at these "
+                        "percentages of the max-rate e2e fps (e.g. 25,50,75,90), with the WAV and 1 "
+                        "typed command/s; per point fps, vision p50/p99, drops by queue, typed and "
+                        "spoken command latency, daemon CPU (-load.png); --seconds per point")
     p.add_argument("--no-configurations", action="store_true",
                    help="skip the per---streams comparison (max rate, plain loop, 30 fps): run only "
-                        "--compare-vision-paths / --find-max-streams / latency / soak")
+                        "--compare-vision-paths / --find-max-streams / --sweep-load / latency / soak")
     p.add_argument("--commands-spoken", type=int, default=40, metavar="N",
                    help="--commands: N paraphrases + N near-misses (+ the non-commands) spoken in 2 voices, "
                         "clean and at 10 dB SNR (0: all; -1: typed only)")
@@ -72,6 +77,10 @@ def _int_list(text: str) -> list[int]:
 
 def _float_list(text: str) -> list[float]:
     return _number_list(text, float, 0, "numbers")
+
+
+def _percent_list(text: str) -> list[float]:
+    return _number_list(text, float, 1, "percentages")
 
 
 def bench_main(args: argparse.Namespace) -> int:

@@ -52,7 +52,7 @@ from perceptd.daemon.samples.tap import SampleTap
 from perceptd.daemon.shadow import CandidateHead, Shadow, load_candidate_head
 from perceptd.daemon.snapshots.store import SnapshotStore
 from perceptd.daemon.snapshots.store import build_store as build_snapshot_store
-from perceptd.daemon.sources.base import Source, SourceState
+from perceptd.daemon.sources.base import Frame, Source, SourceState
 from perceptd.daemon.sources.camera import CameraSource, uri_kind
 from perceptd.daemon.sources.registry import build_sources
 from perceptd.daemon.speech.stage import SpeechSetup, SpeechStage, build_speech
@@ -68,6 +68,16 @@ LIVE_SECTIONS = ("bundle",)
 def _queue(name: str, qc: QueueConfig, replay: bool) -> BoundedQueue[Any]:
     policy = qc.policy if qc.policy != "auto" else ("block" if replay else "drop_oldest")
     return BoundedQueue(name, qc.size, policy)
+
+
+def _frame_queue(name: str, qc: QueueConfig, replay: bool, frame: Callable[[Any], Frame]
+                 ) -> BoundedQueue[Any]:
+    """A camera frame queue: live, the newest frame per camera (auto) and an age limit from
+    capture; a replay file blocks and loses nothing (no age limit)."""
+    policy = qc.policy if qc.policy != "auto" else ("block" if replay else "latest")
+    age = qc.max_age_ms / 1000 if qc.max_age_ms is not None and policy != "block" else None
+    return BoundedQueue(name, qc.size, policy, key=lambda it: frame(it).source_id, max_age_s=age,
+                        stamp=lambda it: frame(it).t_capture_ns / 1e9)
 
 
 @dataclass(frozen=True)
@@ -163,8 +173,8 @@ class Daemon:
         s = self.cfg.sources
         frames_replay = bool(s.cameras) and all(uri_kind(c.uri) == "file" for c in s.cameras)
         audio_replay = s.microphone is None and bool(s.audio_files)
-        self.q_frames = _queue("frames", p.frames, frames_replay)
-        self.q_prepared = _queue("prepared", p.prepared, frames_replay)
+        self.q_frames = _frame_queue("frames", p.frames, frames_replay, lambda f: f)
+        self.q_prepared = _frame_queue("prepared", p.prepared, frames_replay, lambda p: p.frame)
         self.q_audio = _queue("audio", p.audio, audio_replay)
         self.q_commands = _queue("commands", p.commands, False)
         self.q_fusion = _queue("fusion", p.fusion, True)

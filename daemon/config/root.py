@@ -93,25 +93,46 @@ class SourcesConfig(_Section):
     )
 
 
-QueuePolicy = Literal["auto", "drop_oldest", "block"]
+QueuePolicy = Literal["auto", "drop_oldest", "block", "latest"]
 
 
 class QueueConfig(_Section):
-    """A bounded stage queue; auto: drop_oldest for live sources, block for replay files."""
+    """A bounded stage queue; auto: block for replay files, else latest (frames, prepared: the
+    newest frame per camera) or drop_oldest (the others)."""
 
     size: int = Field(default=8, ge=1, le=100_000, description="items held before the policy applies")
-    policy: QueuePolicy = Field(default="auto", description="auto | drop_oldest | block")
+    policy: QueuePolicy = Field(
+        default="auto", description="auto | drop_oldest | block | latest (frames and prepared only: "
+        "at most the newest frame of each camera waits; an older one is dropped as superseded)")
+    max_age_ms: float | None = Field(
+        default=None, gt=0, le=3_600_000,
+        description="frames and prepared, live only: a frame older than this (since capture) when "
+        "a stage would take it is dropped and counted (reason stale); null: no age limit; "
+        "ignored where the queue blocks (replay files lose nothing)")
+
+
+_FRAME_QUEUES = ("frames", "prepared")
 
 
 class PipelineConfig(_Section):
-    """The queues between stages (every drop is counted per queue)."""
+    """The queues between stages (every drop is counted per queue and reason)."""
 
-    frames: QueueConfig = Field(default_factory=lambda: QueueConfig(size=4))
-    prepared: QueueConfig = Field(default_factory=lambda: QueueConfig(size=4))
+    frames: QueueConfig = Field(default_factory=lambda: QueueConfig(size=4, max_age_ms=500))
+    prepared: QueueConfig = Field(default_factory=lambda: QueueConfig(size=4, max_age_ms=500))
     audio: QueueConfig = Field(default_factory=lambda: QueueConfig(size=64))
     commands: QueueConfig = Field(default_factory=lambda: QueueConfig(size=32, policy="drop_oldest"))
     fusion: QueueConfig = Field(default_factory=lambda: QueueConfig(size=256, policy="block"))
     publish: QueueConfig = Field(default_factory=lambda: QueueConfig(size=1024, policy="block"))
+
+    @field_validator("audio", "commands", "fusion", "publish")
+    @classmethod
+    def _frame_only_options(cls, q: QueueConfig) -> QueueConfig:
+        frames = " and ".join(_FRAME_QUEUES)
+        if q.policy == "latest":
+            raise ValueError(f"policy 'latest' is for {frames} only")
+        if q.max_age_ms is not None:
+            raise ValueError(f"max_age_ms: only {frames} have an age limit")
+        return q
 
 
 class HealthConfig(_Section):

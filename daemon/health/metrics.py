@@ -105,6 +105,8 @@ class DaemonCollector:
         stalled = _gauge("stage_stalled", "1 when the heartbeat is older than stall_after_s", ["stage"])
         extra = {
             "vision_batches": _counter("vision_batches", "encoder calls of the vision stage"),
+            "deadline_misses": _counter("vision_deadline_misses",
+                                        "frames published later than vision.deadline_ms after capture"),
             "motion_gated": _counter("motion_gated_frames", "frames skipped by the motion gate"),
             "segments": _counter("speech_segments", "speech segments closed by the VAD"),
             "windows": _counter("audio_windows", "audio tagger windows"),
@@ -118,7 +120,7 @@ class DaemonCollector:
             fps.add_metric([st.name], ops.rates.get(f"stage.{st.name}"))
             if "batches" in s:
                 extra["vision_batches"].add_metric([], s["batches"])
-            for key in ("motion_gated", "segments", "windows"):
+            for key in ("motion_gated", "segments", "windows", "deadline_misses"):
                 if key in s:
                     extra[key].add_metric([], s[key])
         fs = d.fusion.stats

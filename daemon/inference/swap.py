@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from perceptd.daemon.bundle import Bundle, BundleError, resolve_bundle, verify_bundle
 from perceptd.daemon.errors import Refused
 from perceptd.daemon.inference.models import ModelRef, ModelSet
+from perceptd.daemon.priority import lower_priority
 
 if TYPE_CHECKING:
     from perceptd.daemon.config.root import BundleConfig
@@ -47,14 +47,6 @@ def release_memory() -> None:
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # ctypes releases the GIL: stages keep running
     except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def _lower_thread_priority(nice: int = 10) -> None:
-    """Linux: nice this thread only (its native id), so a background load cannot starve stages."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (OSError, AttributeError):
         pass
 
 
@@ -149,7 +141,7 @@ class BundleSwapper:
                     self.state = {**self.state, "state": "swapped"}
                 return  # a burst of reloads: an earlier one already swapped to it
             if self._lower_priority:
-                _lower_thread_priority()  # loading yields the cores to the live stages
+                lower_priority(10, "swap")  # loading yields the cores to the live stages
             t0 = time.monotonic()
             try:
                 new = self._loader(bundle)

@@ -1,8 +1,12 @@
 """Bounded queues between pipeline stages, each with a declared overflow policy.
 
 Every stage boundary is one of these so that a slow consumer can never grow memory or
-stall a live source: live sources use ``drop_oldest`` (the freshest data wins), replay uses
-``block`` (back-pressure, nothing lost). Every refused or evicted item is counted, by reason.
+stall a live source: live sources use ``drop_oldest`` (the freshest data wins) or ``latest``
+(at most the newest item per key, e.g. per camera: a busy stage takes the newest frame of each
+camera instead of working through a standing backlog), replay uses ``block`` (back-pressure,
+nothing lost). A live queue may also declare ``max_age_s``: an item older than that when a
+consumer would take it is dropped instead (reason "stale"). Every refused or evicted item is
+counted, by reason.
 
 Accounting invariant (checked by the tests): at any quiet moment
 ``put_total == get_total + depth + sum(dropped_total.values())``.
@@ -14,14 +18,17 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
 T = TypeVar("T")
 
-Policy = Literal["drop_oldest", "drop_newest", "block"]
-DropReason = Literal["overflow", "closed"]
-_POLICIES: tuple[str, ...] = ("drop_oldest", "drop_newest", "block")
+Policy = Literal["drop_oldest", "drop_newest", "block", "latest"]
+# overflow: full; closed: offered after close; superseded: a newer item of the same key
+# arrived first (latest); stale: older than max_age_s when a consumer would have taken it
+DropReason = Literal["overflow", "closed", "superseded", "stale"]
+_POLICIES: tuple[str, ...] = ("drop_oldest", "drop_newest", "block", "latest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +59,31 @@ class BoundedQueue(Generic[T]):
     evicted is counted in ``dropped_total[reason]`` ("overflow": the queue was full,
     including a ``block`` put that timed out; "closed": offered after ``close()``).
     ``None`` cannot be queued: it is the "nothing" answer of ``get``.
+
+    ``latest`` needs ``key`` (an item's key, e.g. its source id): an offer replaces the queued
+    item of the same key (counted "superseded") and joins the back; when full of other keys the
+    oldest goes ("overflow").  ``max_age_s`` (not with ``block``: nothing may be lost there)
+    ages items by ``stamp`` (monotonic seconds of the item's origin, e.g. its capture; default:
+    when it was queued); a stale one is dropped at the consumer's take ("stale").
     """
 
-    def __init__(self, name: str, maxsize: int, policy: Policy) -> None:
+    def __init__(self, name: str, maxsize: int, policy: Policy, *,
+                 key: Callable[[T], Hashable] | None = None, max_age_s: float | None = None,
+                 stamp: Callable[[T], float] | None = None) -> None:
         if maxsize < 1:
             raise ValueError(f"queue {name!r}: maxsize must be >= 1, got {maxsize}")
         if policy not in _POLICIES:
             raise ValueError(f"queue {name!r}: policy must be one of {_POLICIES}, got {policy!r}")
+        if policy == "latest" and key is None:
+            raise ValueError(f"queue {name!r}: policy 'latest' needs a key")
+        if max_age_s is not None and (policy == "block" or max_age_s <= 0):
+            raise ValueError(f"queue {name!r}: max_age_s must be > 0 and not with 'block'")
         self.name = name
         self.maxsize = maxsize
         self.policy: Policy = policy
+        self.max_age_s = max_age_s
+        self._key = key
+        self._stamp = stamp
         self._items: deque[tuple[float, T]] = deque()  # (monotonic enqueue time, item)
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
@@ -70,6 +92,10 @@ class BoundedQueue(Generic[T]):
         self.put_total = 0
         self.get_total = 0
         self.dropped_total: dict[str, int] = {"overflow": 0, "closed": 0}
+        if policy == "latest":
+            self.dropped_total["superseded"] = 0
+        if max_age_s is not None:
+            self.dropped_total["stale"] = 0
 
     # -- producer side -------------------------------------------------------------------
     def put(self, item: T, timeout: float | None = None) -> bool:
@@ -85,8 +111,10 @@ class BoundedQueue(Generic[T]):
             if self._closed:
                 self.dropped_total["closed"] += 1
                 return False
+            if self._key is not None:
+                self._supersede(self._key(item))
             if len(self._items) >= self.maxsize:
-                if self.policy == "drop_oldest":
+                if self.policy in ("drop_oldest", "latest"):
                     self._items.popleft()
                     self.dropped_total["overflow"] += 1
                 elif self.policy == "drop_newest":
@@ -100,6 +128,37 @@ class BoundedQueue(Generic[T]):
             # notify_all: a batching consumer that keeps waiting must not swallow the wakeup
             self._not_empty.notify_all()
             return True
+
+    def _supersede(self, key: Hashable) -> None:
+        """Called with the lock held (latest): drop the queued item of this key, if any."""
+        assert self._key is not None
+        for i, (_, old) in enumerate(self._items):
+            if self._key(old) == key:
+                del self._items[i]
+                self.dropped_total["superseded"] += 1
+                self._not_full.notify()
+                return
+
+    def _prune(self) -> None:
+        """Called with the lock held: drop the items older than max_age_s (never blocks)."""
+        if self.max_age_s is None or not self._items:
+            return
+        limit = time.monotonic() - self.max_age_s
+        stamp = self._stamp
+        fresh = [(t, it) for t, it in self._items if (stamp(it) if stamp else t) >= limit]
+        if len(fresh) != len(self._items):
+            self.dropped_total["stale"] += len(self._items) - len(fresh)
+            self._items = deque(fresh)
+            self._not_full.notify_all()
+
+    def oldest_stamp(self) -> float | None:
+        """Origin time (monotonic s, as `stamp` gives it) of the oldest queued item, or None:
+        what a consumer sizing its batch to a deadline needs to know."""
+        with self._lock:
+            self._prune()
+            if not self._items:
+                return None
+            return min((self._stamp(it) if self._stamp else t) for t, it in self._items)
 
     def _wait_for_room(self, timeout: float | None) -> bool:
         """Called with the lock held (block policy); True when there is room and not closed."""
@@ -136,11 +195,14 @@ class BoundedQueue(Generic[T]):
         After ``close()`` the remaining items are still handed out, then None at once.
         """
         with self._lock:
-            if not self._not_empty.wait_for(
-                lambda: self._items or self._closed, _wait_s(timeout)
-            ) or not self._items:
+            if not self._not_empty.wait_for(self._ready, _wait_s(timeout)) or not self._items:
                 return None
             return self._pop_locked()
+
+    def _ready(self) -> bool:
+        """Wait predicate (lock held): a fresh item is queued, or the queue is closed."""
+        self._prune()
+        return bool(self._items) or self._closed
 
     def get_batch(
         self, max_items: int, max_wait_s: float, timeout: float | None = None
@@ -156,9 +218,7 @@ class BoundedQueue(Generic[T]):
             raise ValueError(f"queue {self.name!r}: max_items must be >= 1, got {max_items}")
         first_wait = max_wait_s if timeout is None else timeout
         with self._lock:
-            if not self._not_empty.wait_for(
-                lambda: self._items or self._closed, _wait_s(first_wait)
-            ):
+            if not self._not_empty.wait_for(self._ready, _wait_s(first_wait)):
                 return []
             if self._items:
                 deadline = self._items[0][0] + max_wait_s
@@ -167,6 +227,7 @@ class BoundedQueue(Generic[T]):
                     if left <= 0:
                         break
                     self._not_empty.wait(left)
+            self._prune()
             n = min(max_items, len(self._items))
             return [self._pop_locked() for _ in range(n)]
 

@@ -61,6 +61,18 @@ class VisionStageConfig(BaseModel):
         "reported in the vision message",
     )
     top_k: int = Field(default=5, ge=1, le=20, description="labels published per frame")
+    nice: int = Field(
+        default=0, ge=0, le=19,
+        description="scheduling niceness of the encoder threads (Linux; 0: same as the rest): "
+        "capture, audio, commands and fusion get the CPU first when vision saturates it",
+    )
+    deadline_ms: float = Field(
+        default=50.0, ge=0, le=60_000,
+        description="capture -> vision output budget of a live camera frame: batches are sized "
+        "from the measured encoder time so the oldest frame taken still makes it, and frames "
+        "published later are counted (deadline_misses); 0: off (batches of max_batch). Replayed "
+        "files are never held to it",
+    )
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,7 @@ class VisionStage(Worker[Prepared]):
         self.batch = cfg.max_batch
         self.batch_wait_s = cfg.max_wait_ms / 1000
         self.threads = cfg.workers or min(4, len(os.sched_getaffinity(0)))
+        self.nice = cfg.nice
         self._face_lock = threading.Lock()
         self.fusion = fusion
         self.publish = publish
@@ -130,6 +143,23 @@ class VisionStage(Worker[Prepared]):
         self.batches = 0
         self.infer_s = 0.0
         self.face_s = 0.0
+        # live inbox only (a replay's block queue is never held to it): see batch_limit
+        self.deadline_s = cfg.deadline_ms / 1000 if inbox.policy != "block" else 0.0
+        self.deadline_misses = 0
+        self._s_per_frame = 0.0  # moving average of encoder seconds per frame (batch / n)
+
+    def batch_limit(self) -> int:
+        """As many queued frames as the oldest can afford: (deadline - its age) / measured
+        seconds per frame, between 1 and max_batch.  On a CPU a batch costs the same per frame
+        at any size, so waiting behind a big one only adds latency; on a GPU the per-frame cost
+        is small and batches stay large."""
+        if self.deadline_s <= 0 or self._s_per_frame <= 0:
+            return self.batch
+        oldest = self.inbox.oldest_stamp()
+        if oldest is None:
+            return self.batch
+        afford = self.deadline_s - (time.monotonic() - oldest)
+        return max(1, min(self.batch, int(afford / self._s_per_frame)))
 
     def process(self, items: list[Prepared]) -> None:
         m = self.models()  # one bundle per batch, even across a hot swap
@@ -140,11 +170,19 @@ class VisionStage(Worker[Prepared]):
             self.infer_s += dt
             self.timings.observe("vision", m, dt)
             self.batches += 1
+            per = dt / len(items)
+            self._s_per_frame = per if self._s_per_frame <= 0 else 0.8 * self._s_per_frame + 0.2 * per
         tops = [tuple(m.vision.top_k(out.probs[i], self.cfg.top_k)) for i in range(len(items))]
         faces = [self._faces(m, p.frame) for p in items]
         with self.in_order():
             for i, p in enumerate(items):
                 self._emit(m, p.frame, out, i, tops[i], faces[i])
+        if self.deadline_s > 0:
+            late_before = time.monotonic_ns() - int(self.deadline_s * 1e9)
+            late = sum(p.frame.t_capture_ns < late_before for p in items)
+            if late:
+                with self._lock:
+                    self.deadline_misses += late
 
     def _emit(self, m, f: Frame, out, i: int, top, faces) -> None:
         extra: ModalityExtra = {"features": out.features[i]}  # encoder feature: sample logging keeps it
@@ -184,4 +222,5 @@ class VisionStage(Worker[Prepared]):
     def stats(self) -> dict:
         return {**super().stats(), "batches": self.batches,
                 "infer_ms_per_frame": 1e3 * self.infer_s / max(1, self.items),
-                "face_s": round(self.face_s, 3)}
+                "face_s": round(self.face_s, 3), "deadline_ms": self.deadline_s * 1e3,
+                "deadline_misses": self.deadline_misses}

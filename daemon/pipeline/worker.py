@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from perceptd.daemon.health.stats import ModelTimings
 from perceptd.daemon.pipeline.queues import BoundedQueue
+from perceptd.daemon.priority import lower_priority
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Worker(Generic[T]):
     batch = 1
     batch_wait_s = 0.0
     threads = 1  # consumer threads on the inbox
+    nice = 0  # scheduling niceness of this stage's threads (priority.lower_priority)
 
     def __init__(self, inbox: BoundedQueue[T]) -> None:
         self.inbox = inbox
@@ -72,12 +74,13 @@ class Worker(Generic[T]):
         return any(t.is_alive() for t in self._threads)
 
     def _run(self) -> None:
+        lower_priority(self.nice, self.name)
         while True:
             while self.paused.is_set():
                 time.sleep(0.05)
             self.heartbeat_ns = time.monotonic_ns()
             with self._take:
-                items = self.inbox.get_batch(self.batch, self.batch_wait_s, timeout=0.1)
+                items = self.inbox.get_batch(self.batch_limit(), self.batch_wait_s, timeout=0.1)
                 ticket = self._taken
                 self._taken += bool(items)
             if not items:
@@ -123,6 +126,11 @@ class Worker(Generic[T]):
 
     def process(self, items: list[T]) -> None:
         raise NotImplementedError
+
+    def batch_limit(self) -> int:
+        """Items to take for the next batch (called with the take lock held); a stage with a
+        deadline sizes it from what its queue holds and its measured service time."""
+        return self.batch
 
     def idle(self) -> None:
         """Called when nothing arrived for 0.1 s."""

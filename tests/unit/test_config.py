@@ -45,6 +45,9 @@ def test_check_config_ok(repo_root: Path) -> None:
         ("runtime:\n  gpu_resize: maybe\n", "runtime.gpu_resize", "'maybe'"),
         ("fusion:\n  tick_ms: fast\n", "fusion.tick_ms", "'fast'"),
         ("colour: blue\n", "colour", "'blue'"),
+        ("pipeline:\n  audio: {policy: latest}\n", "pipeline.audio", "'latest' is for frames"),
+        ("pipeline:\n  fusion: {max_age_ms: 100}\n", "pipeline.fusion", "max_age_ms"),
+        ("vision:\n  deadline_ms: -5\n", "vision.deadline_ms", "-5"),
         (
             "events:\n - name: a\n   prompts: [x]\n   modalities: [smell]\n",
             "events[0].modalities[0]",

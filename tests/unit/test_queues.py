@@ -251,3 +251,49 @@ def test_concurrent_block_queue_loses_nothing_and_keeps_order() -> None:
     assert sum(q.dropped_total.values()) == 0 and _balanced(q)
     for p in range(n_prod):
         assert [i for (pp, i) in got if pp == p] == list(range(per))
+
+
+# ---------------------------------------------------------------- latest, max_age (live frames)
+
+
+def test_latest_keeps_the_newest_item_per_key_and_counts_the_superseded() -> None:
+    q: BoundedQueue[tuple[str, int]] = BoundedQueue("t", 4, "latest", key=lambda it: it[0])
+    for item in [("cam0", 0), ("cam1", 0), ("cam0", 1), ("cam0", 2), ("cam1", 1)]:
+        assert q.put(item)
+    # one per camera, in the order their newest arrived
+    assert _drain(q) == [("cam0", 2), ("cam1", 1)]
+    assert q.dropped_total == {"overflow": 0, "closed": 0, "superseded": 3} and _balanced(q)
+
+
+def test_latest_full_of_other_keys_drops_the_oldest() -> None:
+    q: BoundedQueue[tuple[str, int]] = BoundedQueue("t", 2, "latest", key=lambda it: it[0])
+    for cam in ("a", "b", "c"):
+        q.put((cam, 0))
+    assert _drain(q) == [("b", 0), ("c", 0)]
+    assert q.dropped_total["overflow"] == 1 and _balanced(q)
+
+
+def test_stale_items_are_dropped_at_the_take_by_their_origin_stamp() -> None:
+    now = time.monotonic()
+    q: BoundedQueue[tuple[str, float]] = BoundedQueue("t", 8, "drop_oldest", max_age_s=0.5,
+                                                      stamp=lambda it: it[1])
+    q.put(("old", now - 2.0))  # captured 2 s ago: queued just now, stale all the same
+    q.put(("fresh", now))
+    assert q.oldest_stamp() == now  # the stale one no longer counts
+    assert q.get_batch(8, 0.0) == [("fresh", now)]
+    assert q.dropped_total["stale"] == 1 and _balanced(q)
+
+
+def test_an_item_ageing_in_the_queue_goes_stale() -> None:
+    q: BoundedQueue[str] = BoundedQueue("t", 8, "drop_oldest", max_age_s=0.05)
+    q.put("a")
+    time.sleep(0.1)
+    assert q.get(timeout=0) is None
+    assert q.dropped_total["stale"] == 1 and q.depth == 0 and _balanced(q)
+
+
+def test_latest_needs_a_key_and_block_takes_no_age_limit() -> None:
+    with pytest.raises(ValueError, match="needs a key"):
+        BoundedQueue("t", 2, "latest")
+    with pytest.raises(ValueError, match="not with 'block'"):
+        BoundedQueue("t", 2, "block", max_age_s=1.0)

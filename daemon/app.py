@@ -191,7 +191,8 @@ class Daemon:
                                          self.q_publish, cur)
         self.speech = self.speech_setup.stage
         self.audio = AudioStage(self.q_audio, self.q_fusion, self.q_publish, cur, self.cfg.audio,
-                                on_segment=self.speech.offer if self.speech else None)
+                                on_segment=self.speech.offer if self.speech else None,
+                                speculate_ms=self.cfg.speech.early_ms if self.speech else 0)
         self.text = TextStage(self.q_commands, self.q_fusion, cur, prompts)
         self.samples = SampleLogger(self.cfg.samples, self.cfg.events, cur)
         logging_on = self.samples.start()  # its writer runs from here (the wiring depends on it)

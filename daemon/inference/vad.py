@@ -189,6 +189,21 @@ class SpeechSegmenter:
     def samples_seen(self) -> int:
         return self._chunk_index * self.chunk_samples
 
+    @property
+    def pending_end(self) -> int | None:
+        """Where the silence now pending began (``_temp_end``): the end the segment in progress
+        will report if no speech resumes before the hangover; None while none is pending."""
+        return self._temp_end if self._start is not None else None
+
+    def pending_segment(self) -> SpeechSegment | None:
+        """The segment a close at the pending end would report, padding included, or None (no
+        end pending, or the speech so far too short to be kept).  Speculative recognition reads
+        it: if the hangover then passes with no speech, ``push`` returns exactly this segment."""
+        if self._start is None or self._temp_end is None or self._temp_end - self._start <= self._min_speech:
+            return None
+        return SpeechSegment(max(self._last_end, self._start - self._pad, 0), self._temp_end + self._pad,
+                             self.sample_rate)
+
     def push(self, prob: float) -> SpeechSegment | None:
         """Feed the next chunk's probability; return a segment when one has just ended."""
         cur = self._chunk_index * self.chunk_samples

@@ -58,16 +58,23 @@ class _Stream:
     probs: deque = field(default_factory=lambda: deque(maxlen=64))  # recent VAD probs
     ring: deque = field(default_factory=deque)  # (first_sample, pcm) chunks
     ring_samples: int = 0
+    speculated: int | None = None  # pending end already handed on speculatively
 
 
 @dataclass(frozen=True)
 class SpeechSegmentAudio:
-    """A closed speech segment with its audio (input of speech recognition)."""
+    """A speech segment with its audio (input of speech recognition): closed (``final``), or
+    speculative: the speech so far, cut and padded as a close at the pending end would cut it,
+    handed on ``speculate_ms`` into the silence so that recognition can start before the
+    hangover ends.  A closed segment with the same ``key`` has the same audio (no speech
+    resumed); another key means the speculation was in vain."""
 
     source: str
     start_ns: int
     end_ns: int
     pcm: np.ndarray  # float32 16 kHz
+    final: bool = True  # False: speculative (the segment may still go on)
+    key: tuple[int, int] = (-1, -1)  # (start, end) sample on the source's stream
 
 
 class AudioStage(Worker[AudioChunk]):
@@ -76,7 +83,8 @@ class AudioStage(Worker[AudioChunk]):
     def __init__(self, inbox: BoundedQueue[AudioChunk], fusion: BoundedQueue[ModalityOutput],
                  publish: BoundedQueue[Outbound], models: Callable[[], ModelSet],
                  cfg: AudioStageConfig,
-                 on_segment: Callable[[SpeechSegmentAudio], None] | None = None) -> None:
+                 on_segment: Callable[[SpeechSegmentAudio], None] | None = None,
+                 speculate_ms: int = 0) -> None:
         super().__init__(inbox)
         self.batch = 16
         self.batch_wait_s = 0.0
@@ -85,6 +93,10 @@ class AudioStage(Worker[AudioChunk]):
         self.models = models
         self.cfg = cfg
         self.on_segment = on_segment
+        # silence after speech before the segment so far goes to on_segment as speculative
+        # (0: only closed segments); speech.early_ms
+        self.speculate_samples = int(speculate_ms * SR / 1000) if speculate_ms > 0 else 0
+        self.speculated = 0
         self.streams: dict[str, _Stream] = {}
         self.keep_pcm = False  # set when samples may store raw audio
         self.segments = 0
@@ -133,6 +145,8 @@ class AudioStage(Worker[AudioChunk]):
             seg = s.segmenter.push(prob)
             if seg is not None:
                 self._segment(source, s, seg.start_sample, seg.end_sample)
+            elif self.speculate_samples:
+                self._speculate(source, s)
             pats, starts = s.patches.push(c.pcm)
             if len(pats):
                 self._tag(m, source, s, pats, starts)
@@ -154,14 +168,37 @@ class AudioStage(Worker[AudioChunk]):
 
     def _segment(self, source: str, s: _Stream, start: int, end: int) -> None:
         self.segments += 1
+        s.speculated = None
         start_ns, end_ns = self._ns_at(s, start), self._ns_at(s, end)
         self.publish.put(Outbound(SpeechMessage(source=source, start_ns=start_ns, end_ns=end_ns),
                                   end_ns))
         if self.on_segment is not None:
-            pcm = np.concatenate([p for _, p in s.ring]) if s.ring else np.zeros(0, np.float32)
-            first = s.ring[0][0] if s.ring else 0
-            clip = pcm[max(0, start - first): max(0, end - first)]
-            self.on_segment(SpeechSegmentAudio(source, start_ns, end_ns, clip))
+            self.on_segment(SpeechSegmentAudio(source, start_ns, end_ns, self._clip(s, start, end),
+                                               True, (start, end)))
+
+    def _speculate(self, source: str, s: _Stream) -> None:
+        """Silence began after speech and has lasted speculate_ms: hand on the speech so far,
+        padded as a close there would pad it, once per pending end (the hangover may yet be
+        broken by speech; then the close has another end and the recogniser drops this)."""
+        end, hand_on = s.segmenter.pending_end, self.on_segment
+        if hand_on is None or end is None or end == s.speculated:
+            return
+        if s.segmenter.samples_seen - end < self.speculate_samples:
+            return
+        seg = s.segmenter.pending_segment()
+        if seg is None or seg.end_sample > s.samples:  # too short to keep, or padding not heard yet
+            return
+        s.speculated = end
+        self.speculated += 1
+        hand_on(SpeechSegmentAudio(
+            source, self._ns_at(s, seg.start_sample), self._ns_at(s, seg.end_sample),
+            self._clip(s, seg.start_sample, seg.end_sample), False, (seg.start_sample, seg.end_sample)))
+
+    @staticmethod
+    def _clip(s: _Stream, start: int, end: int) -> np.ndarray:
+        pcm = np.concatenate([p for _, p in s.ring]) if s.ring else np.zeros(0, np.float32)
+        first = s.ring[0][0] if s.ring else 0
+        return pcm[max(0, start - first): max(0, end - first)]
 
     def _tag(self, m, source: str, s: _Stream, pats: np.ndarray, starts: np.ndarray) -> None:
         t0 = time.perf_counter()
@@ -198,4 +235,5 @@ class AudioStage(Worker[AudioChunk]):
                 self._segment(source, s, seg.start_sample, seg.end_sample)
 
     def stats(self) -> dict:
-        return {**super().stats(), "segments": self.segments, "windows": self.windows}
+        return {**super().stats(), "segments": self.segments, "windows": self.windows,
+                "speculated": self.speculated}

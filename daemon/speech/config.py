@@ -29,6 +29,13 @@ class SpeechConfig(BaseModel):
     queue_size: int = Field(
         4, ge=1, le=256, description="segments waiting for the recognizer; the oldest is dropped"
     )
+    early_ms: int = Field(
+        100, ge=0, le=10_000,
+        description="speculative recognition: this long into the silence after speech (before "
+        "audio.hangover_ms closes the segment) the speech so far is transcribed; if the segment "
+        "then closes there, that transcript is used (no second decode), else it is discarded "
+        "(counted: speculative_wasted). 0: off (only closed segments are transcribed)",
+    )
     prompt: Literal["commands", "vocabulary", "none"] = Field(
         "commands",
         description="decoding bias (Whisper initial_prompt): 'commands' = the command events' "

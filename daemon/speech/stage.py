@@ -7,6 +7,14 @@ two `speech` messages: the audio stage's at segment close (text null: "someone s
 this stage's transcript with its confidence, the matcher's verdict and the latency from end
 of speech.  An accepted transcript enters the text stage exactly like a typed command, with
 origin "speech", stamped at the end of speech, sourced from the microphone.
+
+Speculation (`speech.early_ms`): the audio stage also hands on the speech so far, marked not
+final, once the silence after it has lasted early_ms, before the hangover closes the segment.
+It is transcribed (and judged) at once if nothing else waits; when the segment then closes
+with the same audio (its key: start and end sample), that result is published, so the hangover
+and the recognition overlap.  Speech resuming gives the close another key: the speculative
+result is counted as wasted and the closed segment decoded as always.  Either way the
+transcript is published once per closed segment, never for a speculative one.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from perceptd.daemon.config.events import EventConfig
 from perceptd.daemon.messages import Outbound, SpeechMessage
 from perceptd.daemon.pipeline.audio_stage import SpeechSegmentAudio
@@ -27,10 +37,27 @@ from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.pipeline.text_stage import TextCommand
 from perceptd.daemon.pipeline.worker import Worker
 from perceptd.daemon.speech.config import SpeechConfig
-from perceptd.daemon.speech.engine import AsrEngine, EngineRegistry, EngineUnavailable, default_registry
+from perceptd.daemon.speech.engine import (
+    AsrEngine,
+    EngineRegistry,
+    EngineUnavailable,
+    Transcript,
+    default_registry,
+)
 from perceptd.daemon.speech.matcher import CommandMatcher, Verdict, recognizer_prompt
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Speculation:
+    """A speculative segment's result, kept until its source's next closed segment."""
+
+    key: tuple[int, int]
+    samples: int
+    transcript: Transcript
+    verdict: Verdict
+    models: Any  # the ModelSet it was judged with (a reload swaps it: judge again)
 
 
 class SpeechStage(Worker[SpeechSegmentAudio]):
@@ -50,23 +77,69 @@ class SpeechStage(Worker[SpeechSegmentAudio]):
         self.clock = clock
         self.verdicts: Counter[str] = Counter()
         self.last_latency_ms = 0.0
+        self._speculation: dict[str, _Speculation] = {}  # per source, the latest
+        # speculative segments: decoded, used (their close published them), wasted (speech
+        # went on, or the close differed), busy (not queued: the queue held something) and
+        # skipped (not decoded: something waited behind it); a speculation never delays or
+        # pushes out a closed segment.  Keys fixed here: stats() reads from another thread.
+        self.speculative: Counter[str] = Counter(decoded=0, used=0, wasted=0, busy=0, skipped=0)
 
     def _run(self) -> None:
         lower_priority(self.nice)  # the matcher's text embedding runs on this thread
         super()._run()
 
     def offer(self, seg: SpeechSegmentAudio) -> None:
-        """The audio stage's on_segment hook: never blocks the audio thread."""
+        """The audio stage's on_segment hook: never blocks the audio thread.  A speculative
+        segment is queued only into an empty queue: it never pushes out a closed one (the audio
+        thread is the only producer, so the queue cannot fill between the check and the put),
+        and a closed segment queued after it evicts it first (it is the oldest)."""
+        if not seg.final and len(self.inbox):
+            self.speculative["busy"] += 1  # the audio thread's key alone
+            return
         self.inbox.put(seg, timeout=0)
 
     def process(self, items: list[SpeechSegmentAudio]) -> None:
         m = self.models()
         for seg in items:
-            self.recognise(m, seg)
+            if seg.final:
+                self.recognise(m, seg)
+            else:
+                self.speculate(m, seg)
 
-    def recognise(self, m, seg: SpeechSegmentAudio) -> Verdict:
+    def speculate(self, m, seg: SpeechSegmentAudio) -> None:
+        """Transcribe and judge a segment that may still go on; publish nothing.  Skipped when
+        anything waits behind it (its own close, or other speech): that comes first."""
+        if len(self.inbox):
+            self.speculative["skipped"] += 1
+            return
         tr = self.engine.transcribe(seg.pcm)
         verdict = self.matcher.judge(tr, m)
+        old = self._speculation.get(seg.source)
+        if old is not None:
+            self.speculative["wasted"] += 1
+        self._speculation[seg.source] = _Speculation(seg.key, int(np.size(seg.pcm)), tr, verdict, m)
+        self.speculative["decoded"] += 1
+
+    def _speculated(self, m, seg: SpeechSegmentAudio) -> tuple[Transcript, Verdict] | None:
+        """The speculative result for this closed segment, if it had the same audio."""
+        spec = self._speculation.pop(seg.source, None)
+        if spec is None:
+            return None
+        if spec.key != seg.key or spec.samples != np.size(seg.pcm):
+            self.speculative["wasted"] += 1
+            return None
+        self.speculative["used"] += 1
+        verdict = spec.verdict if spec.models is m else self.matcher.judge(spec.transcript, m)
+        return spec.transcript, verdict
+
+    def recognise(self, m, seg: SpeechSegmentAudio) -> Verdict:
+        """Transcribe (or take the speculative result of) a closed segment and publish it."""
+        known = self._speculated(m, seg)
+        if known is not None:  # the speculative decode had this very audio
+            tr, verdict = known
+        else:
+            tr = self.engine.transcribe(seg.pcm)
+            verdict = self.matcher.judge(tr, m)
         latency_ms = max(0.0, (self.clock() - seg.end_ns) / 1e6)
         self.last_latency_ms = latency_ms
         self.verdicts[verdict.reason] += 1
@@ -80,9 +153,9 @@ class SpeechStage(Worker[SpeechSegmentAudio]):
         if verdict.accepted:
             self.commands.put(TextCommand(verdict.text, "speech", seg.end_ns, seg.source), timeout=0)
         log.info("event=transcript source=%s text=%r verdict=%s command=%s similarity=%s margin=%s "
-                 "avg_logprob=%s no_speech_prob=%s latency_ms=%.0f", seg.source, tr.text,
+                 "avg_logprob=%s no_speech_prob=%s latency_ms=%.0f speculative=%s", seg.source, tr.text,
                  verdict.reason, verdict.event, verdict.similarity, verdict.margin,
-                 _fmt(tr.avg_logprob), _fmt(tr.no_speech_prob), latency_ms)
+                 _fmt(tr.avg_logprob), _fmt(tr.no_speech_prob), latency_ms, known is not None)
         return verdict
 
     def stats(self) -> dict[str, Any]:
@@ -90,7 +163,8 @@ class SpeechStage(Worker[SpeechSegmentAudio]):
         return {**super().stats(), "engine": self.engine.name, "accepted": accepted,
                 "rejected": sum(self.verdicts.values()) - accepted, "verdicts": dict(self.verdicts),
                 "dropped": sum(self.inbox.stats().dropped_total.values()),
-                "last_latency_ms": round(self.last_latency_ms, 1)}
+                "last_latency_ms": round(self.last_latency_ms, 1),
+                "speculative": dict(self.speculative)}
 
 
 def lower_priority(nice: int) -> None:

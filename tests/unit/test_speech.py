@@ -269,3 +269,157 @@ def test_fitted_window_hears_the_commands_and_falls_back_past_30_s(default_confi
     assert calls == []
     eng.transcribe(np.zeros(2 * 16_000, np.float32))
     assert len(calls) == 1
+
+
+# ------------------------------------------------------------------ speculative recognition
+
+
+class _Counting:
+    """The real engine, counting what it is asked to transcribe."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.name, self.calls = engine, engine.name, []
+
+    def transcribe(self, pcm):
+        self.calls.append(int(np.size(pcm)))
+        return self.engine.transcribe(pcm)
+
+
+def _speech_stage(engine, models, default_config, size: int = 4):
+    from perceptd.daemon.pipeline.queues import BoundedQueue
+    from perceptd.daemon.speech.stage import SpeechStage
+
+    commands, publish = BoundedQueue("c", 64, "drop_oldest"), BoundedQueue("p", 64, "drop_oldest")
+    stage = SpeechStage(BoundedQueue("speech", size, "drop_oldest"), commands, publish, lambda: models,
+                        _Counting(engine), CommandMatcher(default_config.speech, default_config.events))
+    return stage, commands, publish
+
+
+def _drain(q) -> list:
+    out = []
+    while (item := q.get(timeout=0)) is not None:
+        out.append(item)
+    return out
+
+
+def _transcripts(publish) -> list[SpeechMessage]:
+    return [o.payload for o in _drain(publish)
+            if isinstance(o.payload, SpeechMessage) and o.payload.text is not None]
+
+
+def _speech_of(bundle, samples_dir, name: str) -> np.ndarray:
+    """The speech of a shipped phrase: from 100 ms before the daemon's VAD hears it start (its
+    onset lags) to where it hears it end."""
+    import soundfile as sf
+
+    from perceptd.daemon.inference.vad import VadModel, detect_segments
+
+    pcm, _ = sf.read(samples_dir / "audio" / f"{name}.wav", dtype="float32")
+    vad = VadModel(bundle.model_path("vad"), bundle.preprocessing("vad"))
+    spans = detect_segments(pcm, vad)
+    return pcm[max(0, int((spans[0][0] - 0.1) * 16_000)): int(spans[-1][1] * 16_000)]
+
+
+def _run_audio(bundle, models, stage, pcm: np.ndarray, speculate_ms: int):
+    """The audio stage on `pcm` chunk by chunk, its speech items handed to `stage` at once (a
+    recogniser that is never behind); returns the audio stage."""
+    from perceptd.daemon.inference.audio_tagger import AudioTagger
+    from perceptd.daemon.inference.vad import VadModel
+    from perceptd.daemon.pipeline.audio_stage import AudioStage, AudioStageConfig
+    from perceptd.daemon.pipeline.queues import BoundedQueue
+    from perceptd.daemon.sources.base import AudioChunk
+
+    m = SimpleNamespace(**vars(models), bundle=bundle,
+                        vad=VadModel(bundle.model_path("vad"), bundle.preprocessing("vad")),
+                        audio=AudioTagger(bundle.model_path("audio"), bundle.preprocessing("audio"),
+                                          bundle.labels("audio")))
+    q = BoundedQueue("x", 4096, "drop_oldest")
+    audio = AudioStage(q, q, stage.publish, lambda: m, AudioStageConfig(), on_segment=stage.offer,
+                       speculate_ms=speculate_ms)
+    pcm = np.concatenate([pcm, np.zeros((-pcm.size) % 512, np.float32)])
+    for i in range(pcm.size // 512):
+        audio.process([AudioChunk("mic0", i, 10**9 + (i + 1) * 32_000_000, pcm[i * 512:(i + 1) * 512])])
+        for item in _drain(stage.inbox):
+            stage.process([item])
+    return audio
+
+
+def test_speculative_decode_is_used_when_no_speech_resumes(engine, models, bundle, default_config,
+                                                           samples_dir) -> None:
+    """Silence after speech: the speech so far is decoded ~100 ms in, the segment closes 300 ms
+    in with the same audio, and that decode is what gets published, once (no second decode)."""
+    stage, commands, publish = _speech_stage(engine, models, default_config)
+    silence = np.zeros(16_000, np.float32)
+    speech = _speech_of(bundle, samples_dir, "play_some_music")
+    audio = _run_audio(bundle, models, stage, np.concatenate([silence, speech, silence]), 100)
+    spec = stage.stats()["speculative"]
+    assert audio.segments == 1 and audio.speculated >= 1
+    assert spec["used"] == 1 and spec["decoded"] == audio.speculated, spec
+    assert spec["wasted"] == spec["decoded"] - 1  # pauses inside the phrase, if the VAD heard any
+    assert len(stage.engine.calls) == spec["decoded"]  # the close did not decode again
+    [msg] = _transcripts(publish)
+    assert msg.command == "play_music" and msg.verdict == "accepted", msg
+    assert [c.text for c in _drain(commands)] == ["play some music"]
+    assert stage.verdicts == {"accepted": 1}
+
+
+def test_speculative_decode_is_discarded_when_speech_resumes(engine, models, bundle, default_config,
+                                                             samples_dir) -> None:
+    """A short pause (under the 300 ms hangover): the decode of the first half is wasted, the
+    segment goes on and closes once, with a transcript of all of it."""
+    stage, _commands, publish = _speech_stage(engine, models, default_config)
+    silence = np.zeros(16_000, np.float32)
+    speech = _speech_of(bundle, samples_dir, "play_some_music")
+    pause = np.zeros(800, np.float32)  # + the silence at the cut edges: ~150-250 ms in all
+    audio = _run_audio(bundle, models, stage, np.concatenate([silence, speech, pause, speech, silence]), 64)
+    spec = stage.stats()["speculative"]
+    assert audio.segments == 1, "the pause is shorter than the hangover"
+    assert spec["wasted"] >= 1 and spec["used"] == 1, spec
+    assert len(stage.engine.calls) == spec["decoded"]
+    [msg] = _transcripts(publish)
+    assert msg.text and "music" in msg.text.lower(), msg
+    assert stage.engine.calls[-1] > speech.size + pause.size  # the decode published had both halves
+
+
+def test_closed_segment_is_decoded_when_the_speculation_had_other_audio(
+        engine, models, default_config, samples_dir) -> None:
+    """A speculative result whose key differs from the close (speech resumed after it) is
+    discarded and counted; the closed segment is decoded and published once.  A speculative
+    item never pushes out a closed segment: it is not queued behind one, and a closed segment
+    pushes it out first."""
+    import soundfile as sf
+
+    from perceptd.daemon.pipeline.audio_stage import SpeechSegmentAudio
+
+    pcm, _ = sf.read(samples_dir / "audio" / "switch_the_lamp_off.wav", dtype="float32")
+    stage, commands, publish = _speech_stage(engine, models, default_config, size=2)
+    t0 = 4_000_000_000
+    part = SpeechSegmentAudio("mic0", t0, t0 + 500_000_000, pcm[14_000:22_000], False, (14_000, 22_000))
+    whole = SpeechSegmentAudio("mic0", t0, t0 + 10**9, pcm[14_000:34_000], True, (14_000, 34_000))
+    stage.offer(part)
+    stage.process(_drain(stage.inbox))
+    assert stage.stats()["speculative"]["decoded"] == 1 and not _transcripts(publish)
+    stage.offer(whole)
+    stage.process(_drain(stage.inbox))
+    assert stage.engine.calls == [8000, 20_000]
+    spec = stage.stats()["speculative"]
+    assert (spec["wasted"], spec["used"]) == (1, 0), spec
+    [msg] = _transcripts(publish)
+    assert (msg.start_ns, msg.end_ns, msg.command) == (whole.start_ns, whole.end_ns, "lights_off")
+    assert [c.text for c in _drain(commands)] == ["switch the lamp off"]
+    # priority: a speculative item is refused by a queue that holds anything ...
+    stage.offer(whole)
+    stage.offer(part)
+    assert [it.final for it in _drain(stage.inbox)] == [True]
+    assert stage.stats()["speculative"]["busy"] == 1
+    # ... and, queued first, it is the one a closed segment pushes out of a full queue
+    stage.offer(part)
+    stage.offer(whole)
+    stage.offer(whole)
+    assert [it.final for it in _drain(stage.inbox)] == [True, True]
+    # a speculative item taken while its close waits behind it is skipped, not decoded
+    stage.offer(part)
+    stage.offer(whole)
+    calls = len(stage.engine.calls)
+    stage.process([stage.inbox.get(timeout=0)])
+    assert stage.stats()["speculative"]["skipped"] == 1 and len(stage.engine.calls) == calls

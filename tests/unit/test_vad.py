@@ -173,6 +173,33 @@ def test_segment_is_reported_when_the_hangover_ends() -> None:
     assert not seg.in_speech
 
 
+def test_pending_end_is_exposed_and_is_where_the_segment_closes() -> None:
+    """Speculative recognition reads the pending end: the segment a close there would report
+    is the one push reports after the hangover, unless speech resumes (then none is pending)."""
+    seg = SpeechSegmenter(min_silence_ms=300)
+    assert seg.pending_end is None and seg.pending_segment() is None
+    assert seg.push_many(_probs((0.0, 0.32), (0.9, 0.64))) == []
+    assert seg.pending_end is None and seg.pending_segment() is None  # speaking
+    seg.push(0.1)  # first silent chunk: chunk 30
+    assert seg.pending_end == 30 * 512
+    pending = seg.pending_segment()
+    assert pending == SpeechSegment(10 * 512 - 480, 30 * 512 + 480)
+    seg.push(0.4)  # between the thresholds: still pending, same end
+    assert seg.pending_end == 30 * 512
+    seg.push(0.9)  # speech resumed: nothing pending
+    assert seg.pending_end is None and seg.pending_segment() is None
+    seg.push(0.1)
+    assert seg.pending_end == 33 * 512
+    pending = seg.pending_segment()
+    closed = seg.push_many([0.0] * 12)
+    assert closed == [pending] and pending == SpeechSegment(10 * 512 - 480, 33 * 512 + 480)
+    assert seg.pending_end is None and seg.pending_segment() is None
+    # too short to keep: nothing to speculate on
+    seg.push_many(_probs((0.9, 0.16)))
+    seg.push(0.0)
+    assert seg.pending_end is not None and seg.pending_segment() is None
+
+
 def test_open_speech_is_closed_by_flush() -> None:
     seg = SpeechSegmenter()
     assert seg.push_many(_probs((0.0, 0.32), (0.9, 0.64))) == []

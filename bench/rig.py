@@ -73,6 +73,9 @@ def scenario_config(sc: Scenario, bundle_dir: Path, threads: int = 1,
     cfg["publish"] = {"endpoint": f"tcp://127.0.0.1:{free_port()}", "sndhwm": 100_000}
     cfg["control"] = {"endpoint": f"tcp://127.0.0.1:{free_port()}"}
     cfg["health"] = {"interval_s": 1.0}
+    # /healthz, /metrics and the console stay as configured, on a free port: two daemons (two
+    # benchmarks, or a benchmark beside a test run) must not both want the default 9460
+    cfg["http"] = {**(cfg.get("http") or {}), "port": free_port()}
     if vision:
         cfg["vision"] = {**cfg.get("vision", {}), **vision}
     return cfg

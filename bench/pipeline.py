@@ -167,6 +167,7 @@ def _summarise(sc, rows, usage, s0, s1, ready, rc, d, sampler) -> dict[str, Any]
         "exit_code": rc,
         "stage_busy_s": {k: round(_delta(s0, s1, "stages", k, "busy_s"), 3) for k in s1["stages"]},
         "commands_sent": d.commands.sent if d.commands else 0,
+        "speech_status": s1.get("speech"),  # verdicts, speculative used/wasted (end of the window)
     }
     if sampler is not None:
         out["samples"] = {"t_s": [round(t, 1) for t in sampler.samples.t],

@@ -100,18 +100,21 @@ def sweep_load(bundle_dir: Path, args, work: Path, rows: list[dict[str, Any]],
         "sustained_means": f"dropped < {DROP_BOUND:.0%} and e2e >= {DELIVERED_BOUND:.0%} of offered",
         "max_rate": {}, "points": [],
     }
+    fixed = getattr(args, "sweep_load_base", None)
     for n in args.streams:
-        if n in measured:
+        if fixed:  # the same offered rates as another run (an A/B of two builds)
+            mx, ceiling, where = None, None, "--sweep-load-base"
+        elif n in measured:
             row = measured[n]
             mx, ceiling, where = row["pipeline_max_rate"], row.get("ceiling_fps"), "configurations"
         else:
             log.info("event=load_sweep_max streams=%d", n)
             mx = run(Scenario(f"load_max_{n}", n, realtime=False, device=args.device), bundle_dir, args, work)
             ceiling, where = None, "measured for the sweep"
-        base = mx["throughput_fps"]
+        base = float(fixed) if mx is None else mx["throughput_fps"]
         out["max_rate"][str(n)] = {"e2e_fps": base, "ceiling_fps_stage_costs": ceiling, "from": where,
-                                   "latency_ms": mx["latency_ms"], "cpu": mx["cpu"],
-                                   "mean_vision_batch": mx["mean_vision_batch"]}
+                                   **({"latency_ms": mx["latency_ms"], "cpu": mx["cpu"],
+                                       "mean_vision_batch": mx["mean_vision_batch"]} if mx else {})}
         if base <= 0:
             log.warning("event=load_sweep_skip streams=%d reason=no_max_rate", n)
             continue

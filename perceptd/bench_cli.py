@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "percentages of the max-rate e2e fps (e.g. 25,50,75,90), with the WAV and 1 "
                         "typed command/s; per point fps, vision p50/p99, drops by queue, typed and "
                         "spoken command latency, daemon CPU (-load.png); --seconds per point")
+    p.add_argument("--sweep-load-base", type=float, default=None, metavar="FPS",
+                   help="--sweep-load: take FPS as 100 %% for every stream count instead of measuring "
+                        "the max rate (the same offered rates as another run: an A/B of two builds)")
     p.add_argument("--no-configurations", action="store_true",
                    help="skip the per---streams comparison (max rate, plain loop, 30 fps): run only "
                         "--compare-vision-paths / --find-max-streams / --sweep-load / latency / soak")

@@ -82,7 +82,7 @@ class BoundedQueue(Generic[T]):
         self.maxsize = maxsize
         self.policy: Policy = policy
         self.max_age_s = max_age_s
-        self._key = key
+        self._key = key if policy == "latest" else None  # only `latest` coalesces by key
         self._stamp = stamp
         self._items: deque[tuple[float, T]] = deque()  # (monotonic enqueue time, item)
         self._lock = threading.Lock()

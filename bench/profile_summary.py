@@ -107,13 +107,55 @@ def summarise(path: Path, top: int = 25) -> dict[str, Any]:
     }
 
 
+def read_task_stat(path: Path) -> dict[int, tuple[str, float]]:
+    """`cat /proc/PID/task/*/stat > FILE`: per thread id, its comm and CPU ticks (utime+stime)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        head, _, rest = line.rpartition(")")
+        if not rest:
+            continue
+        tid, _, comm = head.partition(" (")
+        f = rest.split()
+        out[int(tid)] = (comm, float(int(f[11]) + int(f[12])))
+    return out
+
+
+def thread_cpu(profile: Path, before: Path, after: Path, seconds: float) -> list[tuple[str, float]]:
+    """CPU (cores) per thread over a window, exact from /proc, named as the profile names its
+    threads (py-spy's ids are the OS thread ids); threads py-spy never saw keep their comm
+    (libzmq's ZMQbg/..., native pools).  Contention-proof, unlike sample counts on a busy box."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {}
+    for p in json.loads(profile.read_text())["profiles"]:
+        m = re.match(r"Thread (\d+)", p.get("name", ""))
+        if m:
+            names[int(m.group(1))] = _thread(p["name"])
+    a, b = read_task_stat(before), read_task_stat(after)
+    per: Counter[str] = Counter()
+    for tid, (comm, ticks) in b.items():
+        per[names.get(tid, f"{comm} (native)")] += (ticks - a.get(tid, (comm, 0.0))[1]) / tick / seconds
+    return [(k, round(v, 3)) for k, v in per.most_common()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profile", type=Path, help="py-spy record --format speedscope output")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--json", type=Path, help="also write the summary here")
+    ap.add_argument("--task-stat", type=Path, nargs=2, metavar=("BEFORE", "AFTER"),
+                    help="/proc/PID/task/*/stat snapshots around the window: exact CPU per thread")
+    ap.add_argument("--seconds", type=float, default=20.0, help="the window between the snapshots")
     a = ap.parse_args()
     s = summarise(a.profile, a.top)
+    if a.task_stat:
+        s["thread_cores"] = thread_cpu(a.profile, *a.task_stat, a.seconds)
+        print(f"CPU per thread from /proc over {a.seconds:g} s (cores; total "
+              f"{sum(v for _, v in s['thread_cores']):.3f}):")
+        for k, v in s["thread_cores"]:
+            if v >= 0.001:
+                print(f"  {v:6.3f}  {k}")
     print(f"{s['file']}: {s['samples']} samples ({s['cpu_s']} s of CPU), model work {s['model_work_pct']} %")
     for title, key in (("categories (% of all samples)", "categories_pct"), ("threads", "threads_pct"),
                        ("inclusive, by function", "inclusive_pct"), ("self, by line", "self_lines_pct"),

@@ -107,8 +107,10 @@ class QueueConfig(_Section):
     max_age_ms: float | None = Field(
         default=None, gt=0, le=3_600_000,
         description="frames and prepared, live only: a frame older than this (since capture) when "
-        "a stage would take it is dropped and counted (reason stale); null: no age limit; "
-        "ignored where the queue blocks (replay files lose nothing)")
+        "a stage would take it is dropped and counted (reason stale); null (default): no age "
+        "limit: with 'latest' a frame already waits at most one encoder batch, and on a starved "
+        "CPU a late frame is still evidence where none would come; ignored where the queue "
+        "blocks (replay files lose nothing)")
 
 
 _FRAME_QUEUES = ("frames", "prepared")
@@ -117,8 +119,8 @@ _FRAME_QUEUES = ("frames", "prepared")
 class PipelineConfig(_Section):
     """The queues between stages (every drop is counted per queue and reason)."""
 
-    frames: QueueConfig = Field(default_factory=lambda: QueueConfig(size=4, max_age_ms=500))
-    prepared: QueueConfig = Field(default_factory=lambda: QueueConfig(size=4, max_age_ms=500))
+    frames: QueueConfig = Field(default_factory=lambda: QueueConfig(size=4))
+    prepared: QueueConfig = Field(default_factory=lambda: QueueConfig(size=4))
     audio: QueueConfig = Field(default_factory=lambda: QueueConfig(size=64))
     commands: QueueConfig = Field(default_factory=lambda: QueueConfig(size=32, policy="drop_oldest"))
     fusion: QueueConfig = Field(default_factory=lambda: QueueConfig(size=256, policy="block"))

@@ -241,7 +241,7 @@ def evaluate_pairs(m, cfg, images, clips: list[Clip]) -> dict[str, Any]:
 
 def evaluate_prompt_only(m, cfg, clips: list[Clip]) -> dict[str, Any]:
     """A test vocabulary of sound events declared by prompt alone, one per media class."""
-    from perceptd.daemon.config.events import EventConfig
+    from perceptd.daemon.events.config import EventConfig
     from perceptd.daemon.fusion.space import compile_events
 
     classes = sorted({c.label for c in clips} & set(PROMPT_ONLY))

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from perceptd.daemon.bundle import Bundle, BundleError, resolve_bundle, verify_bundle
-from perceptd.daemon.config.events import EventConfig
 from perceptd.daemon.config.root import BundleConfig, ShadowConfig
 from perceptd.daemon.errors import Refused
 from perceptd.daemon.evaluate import diff, occurrences
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.events.decoder import EventDecoder, Transition
 from perceptd.daemon.fusion.fused import Explanation, explain
 from perceptd.daemon.fusion.space import EventSpace, compile_events

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from perceptd.daemon.bundle import MANIFEST, promote, sha256_file, verify_bundle
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.export.onnx_export import describe, export_onnx
 from perceptd.export.parity import ParityError, ParityResult, check_parity
 from perceptd.export.target import ExportContext, ExportTarget

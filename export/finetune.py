@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.fusion.space import MODALITIES, EventSpace
 from perceptd.daemon.samples.config import RetrainConfig
 from perceptd.daemon.samples.store import NONE_LABEL, SampleStore

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from perceptd.daemon.commands import lexicon as lx
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 
 _NOT_WORD = re.compile(r"[^\w\s']+")
 WORD_FLOOR = 0.70  # a word's cosine to a declared word that counts as the same word

@@ -1,8 +1,8 @@
 """Configuration: pydantic models per concern, loaded from YAML, errors naming the field.
 
-The root model imports every plugin's config (sources, stages, sockets), and those modules
-import `config.events`; resolving the root lazily keeps `config.events` importable on its own
-(no import cycle through this package).
+The root model imports every plugin's config (sources, stages, sockets); the event vocabulary
+they all read lives in `events/config.py`, so no room imports this package back (no cycle).
+The root is resolved lazily so that importing a loader helper does not import every room.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from perceptd.daemon.config.events import EventConfig, check_unique_names
 from perceptd.daemon.console.config import ConsoleConfig
 from perceptd.daemon.control.server import ControlConfig
+from perceptd.daemon.events.config import EventConfig, check_unique_names
 from perceptd.daemon.health.http import HttpConfig
 from perceptd.daemon.pipeline.audio_stage import AudioStageConfig
 from perceptd.daemon.pipeline.vision_stage import VisionStageConfig

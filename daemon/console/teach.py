@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.fusion.space import MODALITIES, compile_events
 from perceptd.daemon.fusion.timeline import Row
 from perceptd.daemon.inference.fusion_head import FusionModel

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perceptd.daemon.bundle import Bundle
-from perceptd.daemon.config.events import COMBINE_MODES, EventConfig
+from perceptd.daemon.events.config import COMBINE_MODES, EventConfig
 from perceptd.daemon.fusion import relevance
 
 MODALITIES = ("vision", "face", "audio", "text")

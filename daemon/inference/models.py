@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from perceptd.daemon.bundle import Bundle
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.fusion.space import EventSpace, compile_events
 from perceptd.daemon.inference.audio_tagger import AudioTagger
 from perceptd.daemon.inference.fusion_head import FusionModel

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.events.decoder import EventDecoder, Transition
 from perceptd.daemon.fusion.fused import (
     EventSink,

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from perceptd.daemon.config.events import EventConfig
 from perceptd.daemon.errors import Refused
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.fusion.fused import FusedRow
 from perceptd.daemon.fusion.space import MODALITIES
 from perceptd.daemon.messages import EventMessage

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.samples.config import TRIGGERS, CapsConfig, TriggersConfig
 
 HOUR_S = 3600.0

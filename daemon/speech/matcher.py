@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from perceptd.daemon.commands import CommandMatch
 from perceptd.daemon.commands import CommandMatcher as TextCommandMatcher
 from perceptd.daemon.commands.matcher import normalise
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.messages import SPEECH_VERDICTS
 from perceptd.daemon.speech.config import SpeechConfig
 from perceptd.daemon.speech.engine import Transcript

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.messages import Outbound, SpeechMessage
 from perceptd.daemon.pipeline.audio_stage import SpeechSegmentAudio
 from perceptd.daemon.pipeline.queues import BoundedQueue

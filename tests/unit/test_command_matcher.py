@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from perceptd.daemon.commands import CommandMatch, CommandMatcher
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.inference.text import TextModel
 from perceptd.daemon.speech.config import SpeechConfig
 from perceptd.daemon.speech.engine import Transcript

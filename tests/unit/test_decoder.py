@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.events.decoder import NS, EventDecoder
 
 

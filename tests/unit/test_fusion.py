@@ -9,7 +9,7 @@ import pytest
 
 from perceptd.daemon.commands.evidence import scores_to_logodds
 from perceptd.daemon.commands.matcher import CommandMatcher
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.fusion.space import MODALITIES, compile_events
 from perceptd.daemon.inference.fusion_head import FusionModel
 from perceptd.daemon.inference.text import TextModel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.samples.config import GateConfig
 from perceptd.export import finetune, gate
 

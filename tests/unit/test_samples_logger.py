@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.samples.config import SamplesConfig
 from perceptd.daemon.samples.logger import MAX_CAPTURES, LabelError, SampleLogger
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from perceptd.daemon.config import ConfigError, parse_config
-from perceptd.daemon.config.events import EventConfig
+from perceptd.daemon.events.config import EventConfig
 from perceptd.daemon.samples.config import CapsConfig, SamplesConfig, TriggersConfig
 from perceptd.daemon.samples.triggers import Candidate, RateCaps, TriggerPolicy, disagreement
 

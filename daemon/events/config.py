@@ -1,7 +1,9 @@
 """Event vocabulary: each event is a name, text prompts, the modalities it may use, thresholds.
 
 Events are declared, not trained: their prompts are embedded on the device by the text
-encoder and become the queries of the fusion head.
+encoder and become the queries of the fusion head.  This model lives with the events room (not
+in config/) because nearly every room reads it, while config/root.py only assembles sections:
+the config package stays the top of the graph, with no cycle back into it.
 """
 
 from __future__ import annotations

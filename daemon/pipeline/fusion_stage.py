@@ -216,20 +216,21 @@ class FusionStage:
                 inputs[w] = WindowInputs(rows, x, mask, pv, pa, te)
         self._latest_rows = tuple(per_window[self._windows[-1]][0])
         names = models.space.names
-        best: dict[str, tuple[float, Explanation]] = {}
+        # each event's best row, for every event of a window in one call (ties: the first row)
+        best_rows = {w: res.scores.argmax(axis=0) for w, (_, res) in per_window.items()}
         fused: dict[str, FusedRow] = {}
         for e in self.events:
-            rows, res = per_window[int(e.window_s * NS)]
+            w = int(e.window_s * NS)
+            rows, res = per_window[w]
             i = names.index(e.name)
-            r = int(np.argmax(res.scores[:, i]))
+            r = int(best_rows[w][i])
             score = float(res.scores[r, i])
-            best[e.name] = (score, self._explain(rows[r], res, r, i))
             if self.on_evaluate is not None:
                 fused[e.name] = FusedRow(rows[r], res.scores[r], res.modality_scores[r])
             tr = self.decoders[e.name].step(score, now)
-            if tr is not None:
+            if tr is not None:  # explained only when it is published (most evaluations change nothing)
                 fr = fused.get(e.name) or FusedRow(rows[r], res.scores[r], res.modality_scores[r])
-                self._emit(tr, best[e.name][1], fr)
+                self._emit(tr, self._explain(rows[r], res, r, i), fr)
                 live.append(tr)
         if commands:
             self._command_verdicts(commands, per_window, names)

@@ -76,28 +76,30 @@ class Timeline:
     def cameras(self) -> list[str]:
         return sorted({s for (m, s) in self._latest if m in _PER_CAMERA})
 
-    def _newest(self, modality: str, camera: str | None) -> ModalityOutput | None:
-        best = None
-        for (m, s), out in self._latest.items():
-            if m != modality or (modality in _PER_CAMERA and s != camera):
-                continue
-            if best is None or out.t_capture_ns > best.t_capture_ns:
-                best = out
-        return best
-
     def rows(self, now_ns: int, window_ns: int, override: ModalityOutput | None = None) -> list[Row]:
         """One row per camera seen (or a single camera-less row), outputs inside the window.
 
         `override` takes the place of its modality's newest output: a command is judged on its
         own words even when another source's command is newer (a spoken command is stamped at
         the end of speech, so one typed while it was recognised is newer)."""
+        # the shared modalities (audio, text): the newest output of any source (the first seen on
+        # a tie), found in one pass; a camera's own outputs (vision, face) are one lookup each
+        shared: dict[str, ModalityOutput] = {}
+        for (m, _), out in self._latest.items():
+            if m not in _PER_CAMERA and (m not in shared or out.t_capture_ns > shared[m].t_capture_ns):
+                shared[m] = out
         rows = []
         for cam in self.cameras() or [None]:
             x = np.zeros((len(MODALITIES), self.dim), np.float32)
             mask = np.zeros(len(MODALITIES), np.float32)
             used: list[ModalityOutput | None] = []
             for i, m in enumerate(MODALITIES):
-                out = override if override is not None and override.modality == m else self._newest(m, cam)
+                if override is not None and override.modality == m:
+                    out = override
+                elif m in _PER_CAMERA:
+                    out = self._latest.get((m, cam)) if cam is not None else None
+                else:
+                    out = shared.get(m)
                 if out is not None and now_ns - out.t_capture_ns <= window_ns:
                     x[i], mask[i] = out.vector, 1.0
                     used.append(out)

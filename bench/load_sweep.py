@@ -78,6 +78,7 @@ def summarise_point(streams: int, spec: dict[str, Any], base_fps: float, r: dict
         "daemon_cores": cpu.get("daemon_cores"), "other_cores": cpu.get("other_cores"),
         "bench_cores": cpu.get("bench_cores"),
         "mean_vision_batch": r.get("mean_vision_batch"),
+        "fusion_evals_per_frame": r.get("fusion_evals_per_frame"),
         "commands_sent": r.get("commands_sent"), "exit_code": r.get("exit_code"),
         "sustained": bool(frac is not None and frac < DROP_BOUND and offered
                           and e2e >= DELIVERED_BOUND * offered),

@@ -6,10 +6,11 @@ typed command per second), taken from the per-N comparison when it ran in the sa
 else measured first.  The stage-cost ceiling is recorded beside it when there is one.  Then live
 sources are paced at each percentage of it, shared equally by the N streams: each camera replays
 its file in real time at that rate (the same bitstream muxed at the rate, so no frame is decoded
-only to be skipped) into live-like `drop_oldest` queues, with the WAV (speech, looped) and one
-typed command per second as in every daemon run.  Per point: offered and end-to-end fps,
-capture->publish latency of vision messages, what each queue dropped, typed command (received
--> published) and spoken command (end of speech -> published) latency, the daemon's CPU.
+only to be skipped) into live-like queues (`latest`: the newest frame per camera), with the WAV
+(speech, looped) and one typed command per second as in every daemon run. Per point: offered and
+end-to-end fps, capture->publish latency of vision messages, what each queue dropped, typed
+command (received -> published) and spoken command (end of speech -> published) latency, the
+daemon's CPU.
 
 The pure parts (`offered_rates`, `summarise_point`) take no daemon and are unit-tested.
 """
@@ -202,7 +203,7 @@ def plot_load_sweep(sw: dict[str, Any], path: Path, title: str) -> None:
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0].set_title("vision latency under load (live sources, drop_oldest)")
+    axes[0].set_title("vision latency under load (live sources, newest frame per camera)")
     axes[1].set_title("typed (received) / spoken (end of speech) -> command event")
     fig.suptitle(title)
     fig.tight_layout()

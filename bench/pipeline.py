@@ -6,8 +6,8 @@ text command per second over the control socket):
 - stage costs, each measured alone (bench/stages.py) -> ceiling_fps;
 - max rate: the daemon (`perceptd run`, 240 fps files, `block` queues, no fps limit) ->
   throughput_fps, pipeline_efficiency = throughput / ceiling; the plain loop -> sequential_fps;
-- real time: 30 fps sources (live-like `drop_oldest` queues) -> frames published, dropped and
-  late, latency, for the daemon and the plain loop.
+- real time: 30 fps sources (live-like `latest` queues: the newest frame per camera) -> frames
+  published, dropped and late, latency, for the daemon and the plain loop.
 Then capture-to-publish latency for one 15 fps stream with audio and commands, and, with
 --soak-minutes, RSS and open fds of a 4-stream daemon over time; with --sweep-load, live
 sources at fractions of the max rate (bench/load_sweep.py).

@@ -61,9 +61,10 @@ def scenario_config(sc: Scenario, bundle_dir: Path, threads: int = 1,
     cfg["sources"] = {"cameras": cams, "audio_files": (
         [{"id": "wav0", "path": str(media.speech_wav()), "loop": True, "realtime": True}]
         if sc.audio else [])}
-    live = "drop_oldest" if sc.realtime else "block"
-    # queues hold ~2 frames per stream (at least the defaults 8 and 16): 64 live cameras need
-    # more room than 8 frames to ride out one slow batch
+    # paced files stand in for live cameras: the daemon's live policy (the newest frame per
+    # camera); queues hold ~2 frames per stream (at least 8 and 16): 64 live cameras need more
+    # room than 8 frames to ride out one slow batch
+    live = "latest" if sc.realtime else "block"
     cfg["pipeline"] = {**(cfg.get("pipeline") or {}),
                        "frames": {"size": max(8, 2 * sc.streams), "policy": live},
                        "prepared": {"size": max(16, 2 * sc.streams), "policy": live}}

@@ -33,7 +33,9 @@ def test_batch_is_what_the_oldest_frame_can_afford() -> None:
         inbox.put(_prepared(cam, 0.015))
     # 50 ms budget, the oldest is 15 ms old: 35 ms left -> 3 frames of 10 ms
     assert stage.batch_limit() == 3
-    inbox.put(_prepared("g", 0.2))  # far past its deadline: it goes alone (and will count late)
+    inbox.put(_prepared("g", 0.045))  # 5 ms left: one frame (10 ms) cannot make it ...
+    assert stage.batch_limit() == 8  # ... so its lateness is decided: drain at the best cost
+    stage._s_per_frame = 0.004  # 4 ms per frame: one still makes it
     assert stage.batch_limit() == 1
 
 

@@ -122,10 +122,10 @@ def sweep_load(bundle_dir: Path, args, work: Path, rows: list[dict[str, Any]],
             continue
         for spec in offered_rates(base, n, args.sweep_load):
             fps = spec["fps_per_stream"]
-            for i in range(n):
-                media.video(i, fps)
+            for i in range(n):  # muxed into the run's scratch folder: one-off rates stay out of bench/.cache
+                media.video(i, fps, cache=work / "media")
             sc = Scenario(f"load{spec['load_pct']:g}_{n}", n, realtime=True, fps=fps, file_fps=fps,
-                          device=args.device)
+                          device=args.device, media_dir=work / "media")
             p = summarise_point(n, spec, base, run(sc, bundle_dir, args, work))
             out["points"].append(p)
             log.info("event=load_point streams=%d load_pct=%g offered=%.1f fps=%.1f dropped=%s p50=%s p99=%s "

@@ -40,7 +40,7 @@ def _frames(order: list[str], frames_per_photo: int) -> list[np.ndarray]:
 def _write_ffmpeg(frames: list[np.ndarray], fps: float, path: Path) -> None:
     """Encode once to an H.264 elementary stream, then mux it at `fps` (stream copy), so the
     30 fps and the 240 fps files hold the very same bitstream (the same decode cost)."""
-    raw = path.parent / f"{path.name.split('_')[0]}.h264"
+    raw = CACHE / f"{path.name.split('_')[0]}.h264"  # one encode, shared by every cache dir
     if not raw.exists():
         enc = ["ffmpeg", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
                "-s", f"{SIZE[0]}x{SIZE[1]}", "-r", "30", "-i", "-", "-c:v", "libx264",
@@ -75,7 +75,8 @@ def video(index: int, fps: float, seconds: float = 10.0, cache: Path = CACHE) ->
     """The video of stream `index` (photos rotated by `index`), made once and cached.
 
     `fps` may be any rate (the load sweep replays files at a fraction of the max rate: 22.5);
-    only the container's rate differs, the bitstream is the same.
+    only the container's rate differs, the bitstream is the same.  Such one-off rates belong in
+    a scratch `cache` (the sweep's work folder), not in bench/.cache, which gpu_prep.sh ships.
     A cached H.264 file is used even where ffmpeg is missing (carried to the GPU machine)."""
     cache.mkdir(parents=True, exist_ok=True)
     h264 = cache / f"stream{index % len(PHOTOS)}_{fps:g}fps_h264.mp4"

@@ -44,6 +44,7 @@ class Scenario:
     realtime: bool  # False: max rate (240 fps files, `block` queues); True: live-like
     fps: float = 30.0  # realtime only: the source rate (15 reads a 30 fps file at 15)
     file_fps: float | None = None  # realtime only: the file's own rate (None: 30; a faster source needs it)
+    media_dir: Path | None = None  # where videos of a one-off file_fps are muxed (None: bench/.cache)
     audio: bool = True
     commands_per_s: float = 1.0
     device: str = "cpu"
@@ -56,7 +57,8 @@ def scenario_config(sc: Scenario, bundle_dir: Path, threads: int = 1,
     and free ports; everything else (events, vision, audio, speech) as configured."""
     cfg = yaml.safe_load((base or REPO / "config.yaml").read_text()) or {}
     file_fps = (sc.file_fps or 30) if sc.realtime else 240
-    cams = [{"id": f"cam{i}", "uri": str(media.video(i, file_fps)), "loop": True,
+    videos = sc.media_dir or media.CACHE
+    cams = [{"id": f"cam{i}", "uri": str(media.video(i, file_fps, cache=videos)), "loop": True,
              "fps": sc.fps if sc.realtime else None} for i in range(sc.streams)]
     cfg["sources"] = {"cameras": cams, "audio_files": (
         [{"id": "wav0", "path": str(media.speech_wav()), "loop": True, "realtime": True}]

@@ -2,8 +2,9 @@
 # Profile the daemon under load with py-spy (dev extra): bench/profile_daemon.sh OUT [STREAMS] [LOAD_PCT]
 #
 # Runs `perceptd bench --pipeline --sweep-load LOAD_PCT` for STREAMS streams (default 4 at 75 % of
-# the max rate measured first, a 70 s window) and attaches py-spy to that point's daemon after
-# 12 s (start + warm-up), three times 20 s, one after the other:
+# the max rate measured first; 120 s windows: three recordings plus py-spy's own start-up, ~8 s
+# each on a busy 2-core box, must end before the daemon does) and attaches py-spy to that
+# point's daemon after 12 s (start + warm-up), three times 20 s, one after the other:
 #   OUT/flame.svg                    flame graph, by thread (`--threads`)
 #   OUT/profile.speedscope.json      every running thread's stacks (what the summary reads)
 #   OUT/profile-gil.speedscope.json  only the thread holding the GIL: the Python-level work
@@ -19,7 +20,7 @@ load=${3:-75}
 venv=${VENV:-.venv}
 mkdir -p "$out"
 PERCEPTD_BENCH_RESULTS="$out" "$venv/bin/python" -m perceptd bench --pipeline --streams "$streams" \
-  --no-configurations --no-latency --sweep-load "$load" --seconds 70 --warmup 5 > "$out/bench.log" 2>&1 &
+  --no-configurations --no-latency --sweep-load "$load" --seconds 120 --warmup 5 > "$out/bench.log" 2>&1 &
 bench=$!
 pid=""
 until [ -n "$pid" ]; do

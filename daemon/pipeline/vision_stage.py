@@ -178,9 +178,13 @@ class VisionStage(Worker[Prepared]):
             self._s_per_frame = per if self._s_per_frame <= 0 else 0.8 * self._s_per_frame + 0.2 * per
         tops = [tuple(m.vision.top_k(out.probs[i], self.cfg.top_k)) for i in range(len(items))]
         faces = [self._faces(m, p.frame) for p in items]
-        with self.in_order():
-            for i, p in enumerate(items):
-                self._emit(m, p.frame, out, i, tops[i], faces[i])
+        to_fusion: list[ModalityOutput] = []
+        to_publish: list[Outbound] = []
+        for i, p in enumerate(items):
+            self._outputs(m, p.frame, out, i, tops[i], faces[i], to_fusion, to_publish)
+        with self.in_order():  # the whole batch in one hand-off per queue (one wake-up each)
+            self.fusion.put_many(to_fusion)
+            self.publish.put_many(to_publish)
         if self.deadline_s > 0:
             late_before = time.monotonic_ns() - int(self.deadline_s * 1e9)
             late = sum(p.frame.t_capture_ns < late_before for p in items)
@@ -188,16 +192,18 @@ class VisionStage(Worker[Prepared]):
                 with self._lock:
                     self.deadline_misses += late
 
-    def _emit(self, m, f: Frame, out, i: int, top, faces) -> None:
+    def _outputs(self, m, f: Frame, out, i: int, top, faces, to_fusion: list[ModalityOutput],
+                 to_publish: list[Outbound]) -> None:
+        """Frame i's fusion inputs (vision, and face when confident) and its vision message."""
         extra: ModalityExtra = {"features": out.features[i]}  # encoder feature: sample logging keeps it
         if self.keep_frames:
             extra["frame"] = f.image
-        self.fusion.put(ModalityOutput("vision", f.source_id, f.t_capture_ns, out.embed[i], top,
-                                       extra, probs=out.probs[i].copy()))
+        to_fusion.append(ModalityOutput("vision", f.source_id, f.t_capture_ns, out.embed[i], top,
+                                        extra, probs=out.probs[i].copy()))
         confident = [fc for fc in faces or () if fc.score >= self.cfg.face_min_score]
         if confident:
             best = max(fc.score for fc in confident)
-            self.fusion.put(ModalityOutput(
+            to_fusion.append(ModalityOutput(
                 "face", f.source_id, f.t_capture_ns, m.face_anchor,
                 (("face", float(best)),), {"faces": faces},
             ))
@@ -205,7 +211,7 @@ class VisionStage(Worker[Prepared]):
             Face(box=tuple(float(v) for v in fc.box), score=float(fc.score))  # pyright: ignore[reportArgumentType]
             for fc in faces or ()
         ))
-        self.publish.put(Outbound(msg, f.t_capture_ns))
+        to_publish.append(Outbound(msg, f.t_capture_ns))
 
     def _faces(self, m, f: Frame):
         if not self.cfg.faces or m.face is None:

@@ -297,3 +297,31 @@ def test_latest_needs_a_key_and_block_takes_no_age_limit() -> None:
         BoundedQueue("t", 2, "latest")
     with pytest.raises(ValueError, match="not with 'block'"):
         BoundedQueue("t", 2, "block", max_age_s=1.0)
+
+
+def test_put_many_counts_each_item_as_put_would() -> None:
+    q: BoundedQueue[int] = BoundedQueue("t", 3, "drop_oldest")
+    assert q.put_many([0, 1, 2, 3, 4]) == 5
+    assert _drain(q) == [2, 3, 4] and q.dropped_total["overflow"] == 2 and _balanced(q)
+    q2: BoundedQueue[int] = BoundedQueue("t", 2, "drop_newest")
+    assert q2.put_many([0, 1, 2]) == 2 and _drain(q2) == [0, 1] and _balanced(q2)
+    with pytest.raises(ValueError, match="None cannot be queued"):
+        q.put_many([1, None])  # pyright: ignore[reportArgumentType]
+    assert q.put_many([]) == 0
+
+
+def test_put_many_into_a_full_block_queue_hands_over_what_it_queued_first() -> None:
+    """A batch larger than the queue: the consumer must see the first items (woken before the
+    producer waits for room), or producer and consumer would wait for each other."""
+    q: BoundedQueue[int] = BoundedQueue("t", 2, "block")
+    got: list[int] = []
+
+    def consume() -> None:
+        while (item := q.get(timeout=2)) is not None:
+            got.append(item)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert q.put_many(list(range(10)), timeout=5) == 10
+    t.join(timeout=10)
+    assert got == list(range(10)) and _balanced(q)

@@ -391,7 +391,7 @@ def test_closed_segment_is_decoded_when_the_speculation_had_other_audio(
 
     from perceptd.daemon.pipeline.audio_stage import SpeechSegmentAudio
 
-    pcm, _ = sf.read(samples_dir / "audio" / "switch_the_lamp_off.wav", dtype="float32")
+    pcm, _ = sf.read(samples_dir / "audio" / "play_some_music.wav", dtype="float32")
     stage, commands, publish = _speech_stage(engine, models, default_config, size=2)
     t0 = 4_000_000_000
     part = SpeechSegmentAudio("mic0", t0, t0 + 500_000_000, pcm[14_000:22_000], False, (14_000, 22_000))
@@ -405,8 +405,8 @@ def test_closed_segment_is_decoded_when_the_speculation_had_other_audio(
     spec = stage.stats()["speculative"]
     assert (spec["wasted"], spec["used"]) == (1, 0), spec
     [msg] = _transcripts(publish)
-    assert (msg.start_ns, msg.end_ns, msg.command) == (whole.start_ns, whole.end_ns, "lights_off")
-    assert [c.text for c in _drain(commands)] == ["switch the lamp off"]
+    assert (msg.start_ns, msg.end_ns, msg.command) == (whole.start_ns, whole.end_ns, "play_music")
+    assert [c.text for c in _drain(commands)] == ["play some music"]
     # priority: a speculative item is refused by a queue that holds anything ...
     stage.offer(whole)
     stage.offer(part)

@@ -20,7 +20,8 @@ class SpeechConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="transcribe speech segments (needs the engine installed)")
-    engine: EngineConfig = Field(default_factory=WhisperEngineConfig, description="recognizer plugin")
+    engine: EngineConfig = Field(default_factory=lambda: WhisperEngineConfig.model_validate({}),
+                                 description="recognizer plugin")
     nice: int = Field(
         10, ge=0, le=19,
         description="scheduling niceness of the recognizer's threads (Linux; 0: same as the "

@@ -2,7 +2,7 @@
 
 An engine turns one closed speech segment (float32 PCM, 16 kHz) into a transcript with the
 confidence figures the command matcher needs.  Engines are plugins: each module defines a
-pydantic config with `type: Literal[...]` and a factory; `default_registry()` lists them.
+pydantic config with `type: Literal[...]` and a factory; `speech/registry.py` lists them.
 A missing engine library raises EngineUnavailable so the daemon can log it and run on
 without speech instead of failing to start.
 """
@@ -53,16 +53,8 @@ class EngineRegistry:
 
     def create(self, cfg: BaseModel, prompt: str) -> AsrEngine:
         """Build the engine `cfg.type` names; EngineUnavailable when it cannot run here."""
-        type_name = getattr(cfg, "type", None)
+        type_name = str(getattr(cfg, "type", ""))
         factory = self._factories.get(type_name)
         if factory is None:
             raise EngineUnavailable(f"no speech engine {type_name!r} (known: {', '.join(self.types())})")
         return factory(cfg, prompt)
-
-
-def default_registry() -> EngineRegistry:
-    from perceptd.daemon.speech.whisper import create_whisper
-
-    reg = EngineRegistry()
-    reg.register("whisper", create_whisper)
-    return reg

@@ -20,7 +20,6 @@ transcript is published once per closed segment, never for a speculative one.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -36,15 +35,11 @@ from perceptd.daemon.pipeline.audio_stage import SpeechSegmentAudio
 from perceptd.daemon.pipeline.queues import BoundedQueue
 from perceptd.daemon.pipeline.text_stage import TextCommand
 from perceptd.daemon.pipeline.worker import Worker
+from perceptd.daemon.priority import lower_priority
 from perceptd.daemon.speech.config import SpeechConfig
-from perceptd.daemon.speech.engine import (
-    AsrEngine,
-    EngineRegistry,
-    EngineUnavailable,
-    Transcript,
-    default_registry,
-)
+from perceptd.daemon.speech.engine import AsrEngine, EngineRegistry, EngineUnavailable, Transcript
 from perceptd.daemon.speech.matcher import CommandMatcher, Verdict, recognizer_prompt
+from perceptd.daemon.speech.registry import default_registry
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +78,6 @@ class SpeechStage(Worker[SpeechSegmentAudio]):
         # skipped (not decoded: something waited behind it); a speculation never delays or
         # pushes out a closed segment.  Keys fixed here: stats() reads from another thread.
         self.speculative: Counter[str] = Counter(decoded=0, used=0, wasted=0, busy=0, skipped=0)
-
-    def _run(self) -> None:
-        lower_priority(self.nice)  # the matcher's text embedding runs on this thread
-        super()._run()
 
     def offer(self, seg: SpeechSegmentAudio) -> None:
         """The audio stage's on_segment hook: never blocks the audio thread.  A speculative
@@ -167,25 +158,13 @@ class SpeechStage(Worker[SpeechSegmentAudio]):
                 "speculative": dict(self.speculative)}
 
 
-def lower_priority(nice: int) -> None:
-    """Make the calling thread `nice` steps nicer (Linux: a thread id is a PRIO_PROCESS target);
-    threads it creates inherit it.  Best effort: elsewhere it is a no-op."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError as exc:
-        log.warning("event=speech_nice_failed nice=%d error=%s", nice, exc)
-
-
 def _create_niced(create: Callable[[], AsrEngine], nice: int) -> AsrEngine:
     """Build the engine on a reniced thread, so the compute threads it starts (CTranslate2's
     workers) inherit the lower priority: transcription yields the CPU to the live pipeline."""
     result: dict[str, Any] = {}
 
     def run() -> None:
-        lower_priority(nice)
+        lower_priority(nice, "speech")
         try:
             result["engine"] = create()
         except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread

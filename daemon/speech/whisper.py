@@ -123,7 +123,7 @@ class _FittedWindow:
                                    language=cfg.language if model.model.is_multilingual else None)
         previous = self.tokenizer.encode(" " + prompt.strip()) if prompt else []
         self.prompt = model.get_prompt(self.tokenizer, previous, without_timestamps=True)
-        self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
+        self.suppress = get_suppressed_tokens(self.tokenizer, (-1,))
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         from faster_whisper.audio import pad_or_trim
@@ -153,7 +153,10 @@ def _combine(segments: list) -> Transcript:
     return Transcript(text, float(avg), float(max(s.no_speech_prob for s in segments)))
 
 
-def create_whisper(cfg: WhisperEngineConfig, prompt: str) -> WhisperEngine:
+def create_whisper(cfg: BaseModel, prompt: str) -> WhisperEngine:
+    """The registry's factory for `type: whisper` (the registry hands any engine config)."""
+    if not isinstance(cfg, WhisperEngineConfig):
+        raise TypeError(f"whisper engine needs a WhisperEngineConfig, got {type(cfg).__name__}")
     try:
         from faster_whisper import WhisperModel
     except ImportError as exc:

@@ -16,7 +16,7 @@ from perceptd.daemon.inference.text import TextModel
 from perceptd.daemon.messages import SpeechMessage
 from perceptd.daemon.publish import validate_message
 from perceptd.daemon.speech.config import SpeechConfig
-from perceptd.daemon.speech.engine import EngineRegistry, EngineUnavailable, Transcript, default_registry
+from perceptd.daemon.speech.engine import EngineRegistry, EngineUnavailable, Transcript
 from perceptd.daemon.speech.matcher import (
     CommandMatcher,
     build_initial_prompt,
@@ -24,6 +24,7 @@ from perceptd.daemon.speech.matcher import (
     recognizer_prompt,
     vocabulary_prompt,
 )
+from perceptd.daemon.speech.registry import default_registry
 
 SURE = (-0.1, 0.01)  # a confident transcript's (avg_logprob, no_speech_prob)
 

@@ -23,9 +23,10 @@ class SpeechConfig(BaseModel):
     engine: EngineConfig = Field(default_factory=lambda: WhisperEngineConfig.model_validate({}),
                                  description="recognizer plugin")
     nice: int = Field(
-        10, ge=0, le=19,
+        0, ge=0, le=19,
         description="scheduling niceness of the recognizer's threads (Linux; 0: same as the "
-        "rest): capture, vision and fusion get the CPU first",
+        "rest). A spoken command is rare and waited for: at 10, vision at 75-90 % load took the "
+        "CPU first and end of speech -> event rose from ~0.8 to 1.5-1.8 s (bench/README.md)",
     )
     queue_size: int = Field(
         4, ge=1, le=256, description="segments waiting for the recognizer; the oldest is dropped"

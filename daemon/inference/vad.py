@@ -199,10 +199,9 @@ class SpeechSegmenter:
         """The segment a close at the pending end would report, padding included, or None (no
         end pending, or the speech so far too short to be kept).  Speculative recognition reads
         it: if the hangover then passes with no speech, ``push`` returns exactly this segment."""
-        if self._start is None or self._temp_end is None or self._temp_end - self._start <= self._min_speech:
+        if self._start is None or self._temp_end is None:
             return None
-        return SpeechSegment(max(self._last_end, self._start - self._pad, 0), self._temp_end + self._pad,
-                             self.sample_rate)
+        return self._kept(self._start, self._temp_end, self._temp_end + self._pad)
 
     def push(self, prob: float) -> SpeechSegment | None:
         """Feed the next chunk's probability; return a segment when one has just ended."""
@@ -233,12 +232,19 @@ class SpeechSegmenter:
         self._temp_end = None
         return self._close(total, total)
 
+    def _kept(self, start: int, end: int, padded_end: int) -> SpeechSegment | None:
+        """The segment speech from `start` to `end` gives, padded (never over the last one), or
+        None when it is too short to keep; no state changes (a close and a speculation agree)."""
+        if end - start <= self._min_speech:
+            return None
+        return SpeechSegment(max(self._last_end, start - self._pad, 0), padded_end, self.sample_rate)
+
     def _close(self, end: int, padded_end: int) -> SpeechSegment | None:
         start, self._start = self._start, None
         assert start is not None
-        if end - start <= self._min_speech:
+        seg = self._kept(start, end, padded_end)
+        if seg is None:
             return None
-        seg = SpeechSegment(max(self._last_end, start - self._pad, 0), padded_end, self.sample_rate)
         self._last_end = seg.end_sample
         log.debug("event=speech_segment start_s=%.3f end_s=%.3f", seg.start_s, seg.end_s)
         return seg

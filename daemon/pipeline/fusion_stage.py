@@ -225,11 +225,13 @@ class FusionStage:
             i = names.index(e.name)
             r = int(best_rows[w][i])
             score = float(res.scores[r, i])
-            if self.on_evaluate is not None:
-                fused[e.name] = FusedRow(rows[r], res.scores[r], res.modality_scores[r])
             tr = self.decoders[e.name].step(score, now)
-            if tr is not None:  # explained only when it is published (most evaluations change nothing)
-                fr = fused.get(e.name) or FusedRow(rows[r], res.scores[r], res.modality_scores[r])
+            if tr is None and self.on_evaluate is None:
+                continue  # most evaluations change nothing: no row, no explanation
+            fr = FusedRow(rows[r], res.scores[r], res.modality_scores[r])
+            if self.on_evaluate is not None:
+                fused[e.name] = fr
+            if tr is not None:  # explained only when it is published
                 self._emit(tr, self._explain(rows[r], res, r, i), fr)
                 live.append(tr)
         if commands:

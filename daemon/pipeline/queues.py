@@ -166,8 +166,7 @@ class BoundedQueue(Generic[T]):
         if self.max_age_s is None or not self._items:
             return
         limit = time.monotonic() - self.max_age_s
-        stamp = self._stamp
-        fresh = [(t, it) for t, it in self._items if (stamp(it) if stamp else t) >= limit]
+        fresh = [(t, it) for t, it in self._items if self._origin(t, it) >= limit]
         if len(fresh) != len(self._items):
             self.dropped_total["stale"] += len(self._items) - len(fresh)
             self._items = deque(fresh)
@@ -180,7 +179,11 @@ class BoundedQueue(Generic[T]):
             self._prune()
             if not self._items:
                 return None
-            return min((self._stamp(it) if self._stamp else t) for t, it in self._items)
+            return min(self._origin(t, it) for t, it in self._items)
+
+    def _origin(self, queued_s: float, item: T) -> float:
+        """An item's age reference: `stamp` (e.g. its capture), else when it was queued."""
+        return self._stamp(item) if self._stamp is not None else queued_s
 
     def _wait_for_room(self, timeout: float | None) -> bool:
         """Called with the lock held (block policy); True when there is room and not closed."""
